@@ -1,0 +1,1 @@
+"""Pure computational core of fedray (numpy/torch only, never Ray)."""
