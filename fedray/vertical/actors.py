@@ -1,0 +1,80 @@
+"""Thin Ray actors around the pure party cores in ``fedray.vertical.protocol``.
+
+Each party actor reads its own file where it runs (only a path is sent), so raw features and
+labels never enter the object store. The driver actor runs the same ``Trainer`` loop as the
+in-process tests, through ``RayTransport``: it forwards ObjectRefs from one party to the next
+and only fetches what it must add (the providers' score ciphertexts) or route (PSI positions,
+code blocks).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import ray
+
+from fedray.vertical.protocol import BUSINESS, BusinessCore, Message, ProviderCore, Settings, Trainer
+
+
+@ray.remote
+class BusinessParty(BusinessCore):
+    def __init__(self, path: str, settings: Settings) -> None:
+        core = BusinessCore.from_file(path, settings)
+        self.__dict__.update(core.__dict__)
+
+
+@ray.remote
+class DataProvider(ProviderCore):
+    def __init__(self, name: str, path: str, settings: Settings) -> None:
+        core = ProviderCore.from_file(name, path, settings)
+        self.__dict__.update(core.__dict__)
+
+
+def _resolve(x: Any) -> Any:
+    if isinstance(x, ray.ObjectRef):
+        return ray.get(x)
+    return x
+
+
+class RayTransport:
+    """Calls actor methods; results stay ObjectRefs until ``get``. ``record`` fetches every message."""
+
+    def __init__(self, handles: dict[str, Any], record: bool = False) -> None:
+        self.handles = handles
+        self.record = record
+        self.messages: list[Message] = []
+
+    def call(self, party: str, method: str, *args: Any) -> Any:
+        ref = getattr(self.handles[party], method).remote(*args)
+        if self.record:
+            self.messages.append(Message("driver", party, method, tuple(_resolve(a) for a in args)))
+            self.messages.append(Message(party, "driver", method, ray.get(ref)))
+        return ref
+
+    def get(self, handles: list) -> list:
+        return ray.get(list(handles))
+
+
+@ray.remote
+class VerticalDriver:
+    """Coordinates and adds ciphertexts; never holds a secret key."""
+
+    def __init__(self, business: Any, providers: dict[str, Any], settings: Settings, seed: int = 0,
+                 record: bool = False) -> None:
+        self.transport = RayTransport({BUSINESS: business, **providers}, record)
+        self.trainer = Trainer(self.transport, list(providers), settings, seed)
+
+    def setup(self) -> dict:
+        return self.trainer.setup()
+
+    def iteration(self) -> dict:
+        return self.trainer.iteration()
+
+    def save(self, directory: str) -> dict:
+        return self.trainer.save(directory)
+
+    def messages(self) -> list[Message]:
+        return self.transport.messages
+
+    def context_is_private(self) -> Optional[bool]:
+        ctx = self.trainer.agg.ctx
+        return None if ctx is None else ctx.is_private()

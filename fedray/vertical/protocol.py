@@ -1,0 +1,436 @@
+"""The vertical protocol as plain classes (no Ray): party cores, the driver's aggregator and the loop.
+
+Roles:
+* ``BusinessCore``: labels, its own features, the CKKS secret key, the intercept.
+* ``ProviderCore``: its own features only.
+* ``Aggregator``: the driver's arithmetic: adds ciphertexts under the public context.
+* ``Trainer``: the driver's loop. It talks to parties only through a ``Transport``:
+  ``LocalTransport`` calls the cores in-process (tests, benchmarks) and can record every message;
+  ``fedray.vertical.actors.RayTransport`` calls the actors and forwards ObjectRefs.
+
+Every value that crosses a party boundary passes through ``Transport.call`` as an argument or a
+result. What crosses (see README_SECTION.md): blinded 32-byte PSI points, row positions,
+feature counts and code blocks, the public CKKS context, batch row indices, ciphertexts
+(partial scores, their sum, the residual, masked gradient slot vectors), masked gradient sums,
+and the business party's loss/AUC. Never a feature column, a label or a weight.
+
+An "iteration" is one pass over the aligned rows: one step with full batch (batch_size=0),
+ceil(n / batch_size) steps otherwise. After each iteration the business party evaluates loss
+and AUC on all aligned rows with the updated weights (one extra encrypted forward pass, reused
+as the next full-batch step's forward pass).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tenseal as ts
+
+from fedray.data.vertical import PartyTable, read_party
+from fedray.vertical import ckks
+from fedray.vertical.coding import INTERCEPT_CODE, CodeBlock, LocalFeatureMap, assign_codes
+from fedray.vertical.config import _get
+from fedray.vertical.psi import BusinessPSI, PSIError, ProviderPSI, dedup
+
+BUSINESS = "business"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the parties and the driver need from the ``vertical`` config, as plain values."""
+
+    model: str = "logistic"
+    lr: float = 1.0
+    l2: float = 0.0
+    momentum: float = 0.0
+    fit_intercept: bool = True
+    batch_size: int = 0
+    duplicates: str = "error"
+    min_intersection: int = 10
+    id_column: str = "id"
+    label_column: str = "y"
+    ckks: ckks.CKKSParams = field(default_factory=ckks.CKKSParams)
+
+    @classmethod
+    def from_config(cls, v: Any) -> "Settings":
+        return cls(model=str(_get(v, "model")), lr=float(_get(v, "lr")), l2=float(_get(v, "l2")),
+                   momentum=float(_get(v, "momentum")), fit_intercept=bool(_get(v, "fit_intercept")),
+                   batch_size=int(_get(v, "batch_size")), duplicates=str(_get(v, "duplicates")),
+                   min_intersection=int(_get(v, "min_intersection")), id_column=str(_get(v, "id_column")),
+                   label_column=str(_get(v, "label_column")),
+                   ckks=ckks.CKKSParams.from_config(_get(v, "ckks")))
+
+
+class LocalOptimizer:
+    """Separable (per-coordinate) update each party applies to its own weights only."""
+
+    def __init__(self, dim: int, lr: float, l2: float, momentum: float) -> None:
+        self.w = np.zeros(dim)
+        self.v = np.zeros(dim)
+        self.lr, self.l2, self.momentum = lr, l2, momentum
+
+    def step(self, grad: np.ndarray, penalize: Optional[np.ndarray] = None) -> None:
+        g = grad + self.l2 * (self.w if penalize is None else self.w * penalize)
+        self.v = self.momentum * self.v + g
+        self.w = self.w - self.lr * self.v
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula with average ranks for ties (NaN if one class only)."""
+    y = np.asarray(y) > 0.5
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    _, inv, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    avg_rank = ends - (counts - 1) / 2.0  # 1-based average rank of each distinct value
+    ranks = avg_rank[inv]
+    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def _write_weights(path: str | Path, codes: np.ndarray, weights: np.ndarray) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.table({"code": pa.array(codes, pa.int64()), "weight": pa.array(weights, pa.float64())}), tmp)
+    tmp.replace(path)
+    return str(path)
+
+
+class _Party:
+    name: str
+    warnings: list[str]
+
+    def take_warnings(self) -> list[str]:
+        out, self.warnings = self.warnings, []
+        return out
+
+    def feature_count(self) -> int:
+        return self.X.shape[1]
+
+    def rows(self, batch: Optional[np.ndarray]) -> np.ndarray:
+        return self.X if batch is None else self.X[batch]
+
+
+class BusinessCore(_Party):
+    """The label holder. Keeps the secret key; sees Σu_p in the clear (documented leakage)."""
+
+    def __init__(self, table: PartyTable, settings: Settings) -> None:
+        if table.labels is None:
+            raise ValueError(f"{table.path}: the business party needs a label column")
+        self.name = BUSINESS
+        self.s = settings
+        self.path = table.path
+        self.warnings = []
+        keep, rep = dedup(table.ids, BUSINESS, table.path, settings.duplicates)
+        if rep:
+            self.warnings.append(rep.message(BUSINESS, table.path) + "; kept the first row of each")
+        self._ids = table.ids[keep]
+        self._X0, self._y0 = table.features[keep], table.labels[keep]
+        self.names = table.feature_names
+        self._psi: Optional[BusinessPSI] = None
+        self.X = self._X0  # until aligned
+        self.y = self._y0
+        self.ctx = None
+        self._su_all: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_file(cls, path: str, settings: Settings) -> "BusinessCore":
+        kind = "binary" if settings.model == "logistic" else "real"
+        return cls(read_party(path, settings.id_column, settings.label_column, kind), settings)
+
+    # -- PSI --------------------------------------------------------------------------------
+    def psi_start(self) -> list[bytes]:
+        self._psi = BusinessPSI(list(self._ids))
+        return self._psi.single
+
+    def psi_match(self, provider: str, double_of_mine: Sequence[bytes], their_single: Sequence[bytes]) -> int:
+        return self._psi.match(provider, double_of_mine, their_single)
+
+    def psi_finish(self) -> dict[str, np.ndarray]:
+        mine, theirs = self._psi.finish(self.s.min_intersection)
+        self.X, self.y = self._X0[mine], self._y0[mine]
+        self.n = len(mine)
+        self._psi = None
+        return theirs
+
+    # -- coding and keys ------------------------------------------------------------------------
+    def assign_codes(self, counts: list[tuple[str, int]]) -> dict[str, tuple[int, int]]:
+        blocks = assign_codes([(BUSINESS, self.feature_count())] + list(counts))
+        self.features = LocalFeatureMap(self.names, blocks[BUSINESS])
+        self.opt = LocalOptimizer(self.feature_count() + 1, self.s.lr, self.s.l2, self.s.momentum)
+        self._penalize = np.r_[np.ones(self.feature_count()), 0.0]
+        return {p: (b.offset, b.count) for p, b in blocks.items()}
+
+    def public_context(self) -> bytes:
+        self.ctx = ckks.secret_context(self.s.ckks)
+        return ckks.public_context_bytes(self.ctx)
+
+    # -- training -----------------------------------------------------------------------------
+    def _z(self, batch: Optional[np.ndarray], su: np.ndarray) -> np.ndarray:
+        w = self.opt.w
+        b = w[-1] if self.s.fit_intercept else 0.0
+        return self.rows(batch) @ w[:-1] + b + su
+
+    def forward(self, batch: Optional[np.ndarray], agg: Optional[Sequence[bytes]]) -> None:
+        """Decrypt Σu_p for the batch (agg None: reuse the last evaluate()'s full-data sum)."""
+        m = self.n if batch is None else len(batch)
+        if agg is None:
+            if batch is not None or self._su_all is None:
+                raise RuntimeError("no cached full-batch scores to reuse")
+            su = self._su_all
+        else:
+            su = ckks.decrypt_chunks(self.ctx, agg, m)
+        self._batch, self._zb = batch, self._z(batch, su)
+
+    def _residual(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.s.model == "logistic":
+            return 1.0 / (1.0 + np.exp(-z)) - y
+        return z - y
+
+    def backward(self) -> list[bytes]:
+        """Residual d, own update, and [[d]] in the batch's slot layout for the providers."""
+        batch, z = self._batch, self._zb
+        y = self.y if batch is None else self.y[batch]
+        d = self._residual(z, y)
+        m = len(d)
+        grad = np.r_[self.rows(batch).T @ d / m, d.mean() if self.s.fit_intercept else 0.0]
+        self.opt.step(grad, self._penalize)
+        layout = ckks.SlotLayout(m, self.s.ckks.slots)
+        self._layout = layout
+        return [ts.ckks_vector(self.ctx, v).serialize() for v in layout.residual_plain(d)]
+
+    def unmask(self, masked: Sequence[bytes]) -> np.ndarray:
+        """Masked slot vectors in, masked per-feature sums out. Never sees an unmasked gradient."""
+        return ckks.unmask_sums(self.ctx, masked, self._layout)
+
+    def evaluate(self, agg: Sequence[bytes]) -> dict[str, float]:
+        self._su_all = ckks.decrypt_chunks(self.ctx, agg, self.n)
+        z = self._z(None, self._su_all)
+        if self.s.model == "logistic":
+            loss = float(np.mean(np.logaddexp(0.0, z) - self.y * z))
+            return {"loss": loss, "auc": auc(self.y, z)}
+        return {"loss": float(np.mean((z - self.y) ** 2)), "auc": float("nan")}
+
+    # -- own results ----------------------------------------------------------------------------
+    def weights_by_code(self) -> tuple[np.ndarray, np.ndarray]:
+        codes = np.r_[self.features.block.codes(), INTERCEPT_CODE]
+        return codes, self.opt.w.copy()
+
+    def save_weights(self, path: str) -> str:
+        return _write_weights(path, *self.weights_by_code())
+
+
+class ProviderCore(_Party):
+    """A data provider: its own features and weights; computes masked encrypted gradients."""
+
+    def __init__(self, name: str, table: PartyTable, settings: Settings) -> None:
+        self.name = name
+        self.s = settings
+        self.path = table.path
+        self.warnings = []
+        keep, rep = dedup(table.ids, name, table.path, settings.duplicates)
+        if rep:
+            self.warnings.append(rep.message(name, table.path) + "; kept the first row of each")
+        self._ids = table.ids[keep]
+        self._X0 = table.features[keep]
+        self.names = table.feature_names
+        self.X = self._X0
+        self._psi = ProviderPSI(list(self._ids))
+        self.ctx = None
+
+    @classmethod
+    def from_file(cls, name: str, path: str, settings: Settings) -> "ProviderCore":
+        return cls(name, read_party(path, settings.id_column, None), settings)
+
+    def psi_start(self) -> list[bytes]:
+        return self._psi.single()
+
+    def psi_reblind(self, points: Sequence[bytes]) -> list[bytes]:
+        return self._psi.reblind(points)
+
+    def psi_align(self, positions: np.ndarray) -> int:
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= len(self._ids)
+                               or len(np.unique(positions)) != len(positions)):
+            raise PSIError(f"{self.name}: invalid alignment positions")
+        self.X = self._X0[positions]
+        self._psi = None
+        return len(positions)
+
+    def set_codes(self, offset: int, count: int) -> None:
+        self.features = LocalFeatureMap(self.names, CodeBlock(self.name, offset, count))
+        self.opt = LocalOptimizer(self.feature_count(), self.s.lr, self.s.l2, self.s.momentum)
+
+    def set_context(self, data: bytes) -> None:
+        self.ctx = ckks.load_context(data)
+        if self.ctx.is_private():
+            raise ValueError(f"{self.name}: refusing a context that holds a secret key")
+
+    def scores(self, batch: Optional[np.ndarray]) -> list[bytes]:
+        """[[u_p]] = [[X_p w_p]] for the batch, one ciphertext per ``slots`` rows."""
+        return ckks.encrypt_chunks(self.ctx, self.rows(batch) @ self.opt.w, self.s.ckks.slots)
+
+    def masked_gradient(self, batch: Optional[np.ndarray], enc_d: Sequence[bytes]) -> list[bytes]:
+        X = self.rows(batch)
+        self._m = X.shape[0]
+        layout = ckks.SlotLayout(self._m, self.s.ckks.slots)
+        scale = 2.0 ** (2 * self.s.ckks.global_scale_bits)
+        out, self._mask_sums = ckks.masked_gradient(self.ctx, enc_d, X, layout, self.s.ckks.mask_bits, scale)
+        return out
+
+    def apply(self, masked_sums: np.ndarray) -> None:
+        f = self.feature_count()
+        masked_sums = np.asarray(masked_sums, dtype=np.float64)
+        if masked_sums.shape[0] < f:
+            raise ValueError(f"{self.name}: {masked_sums.shape[0]} gradient sums for {f} features")
+        grad = (masked_sums[:f] - self._mask_sums) / self._m
+        self._mask_sums = None
+        self.opt.step(grad)
+
+    def weights_by_code(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.features.block.codes(), self.opt.w.copy()
+
+    def save_weights(self, path: str) -> str:
+        return _write_weights(path, *self.weights_by_code())
+
+
+class Aggregator:
+    """The driver's arithmetic: ciphertext additions under the public context (no secret key)."""
+
+    def __init__(self) -> None:
+        self.ctx = None
+
+    def set_context(self, data: bytes) -> None:
+        self.ctx = ckks.load_context(data)
+
+    def add(self, lists: Sequence[Sequence[bytes]]) -> list[bytes]:
+        if len(lists) == 1:
+            return list(lists[0])
+        return ckks.add_ciphertexts(self.ctx, lists)
+
+
+class Transport(Protocol):
+    def call(self, party: str, method: str, *args: Any) -> Any: ...
+    def get(self, handles: list) -> list: ...
+
+
+@dataclass
+class Message:
+    src: str
+    dst: str
+    method: str
+    payload: Any
+
+
+class LocalTransport:
+    """In-process calls into the party cores. ``record=True`` keeps every message (for tests)."""
+
+    def __init__(self, parties: dict[str, Any], record: bool = False) -> None:
+        self.parties = parties
+        self.record = record
+        self.messages: list[Message] = []
+
+    def call(self, party: str, method: str, *args: Any) -> Any:
+        if self.record:
+            self.messages.append(Message("driver", party, method, args))
+        out = getattr(self.parties[party], method)(*args)
+        if self.record:
+            self.messages.append(Message(party, "driver", method, out))
+        return out
+
+    def get(self, handles: list) -> list:
+        return list(handles)
+
+
+class Trainer:
+    """The driver's side of the protocol, independent of how parties are reached."""
+
+    def __init__(self, transport: Transport, providers: list[str], settings: Settings, seed: int = 0,
+                 log: Callable[[str], None] = lambda s: None) -> None:
+        self.t = transport
+        self.providers = list(providers)
+        self.s = settings
+        self.rng = np.random.default_rng(seed)
+        self.agg = Aggregator()
+        self.log = log
+        self._cached = False
+        self.n = 0
+
+    def setup(self) -> dict[str, Any]:
+        t, P = self.t, self.providers
+        warnings = [w for ws in t.get([t.call(k, "take_warnings") for k in [BUSINESS] + P]) for w in ws]
+        for w in warnings:
+            self.log(f"warning: {w}")
+        start = time.perf_counter()
+        A = t.call(BUSINESS, "psi_start")
+        answers = {p: (t.call(p, "psi_reblind", A), t.call(p, "psi_start")) for p in P}
+        pair_sizes = t.get([t.call(BUSINESS, "psi_match", p, *answers[p]) for p in P])
+        positions = t.get([t.call(BUSINESS, "psi_finish")])[0]
+        self.n = int(sum(t.get([t.call(P[0], "psi_align", positions[P[0]])])))
+        t.get([t.call(p, "psi_align", positions[p]) for p in P[1:]])
+        psi_s = time.perf_counter() - start
+        self.log(f"PSI: {self.n} common ids ({psi_s:.1f} s)")
+        counts = t.get([t.call(p, "feature_count") for p in P])
+        blocks = t.get([t.call(BUSINESS, "assign_codes", list(zip(P, counts)))])[0]
+        t.get([t.call(p, "set_codes", *blocks[p]) for p in P])
+        ctx = t.call(BUSINESS, "public_context")
+        t.get([t.call(p, "set_context", ctx) for p in P])
+        self.agg.set_context(t.get([ctx])[0])
+        return {"intersection": self.n, "pairwise_intersection": dict(zip(P, map(int, pair_sizes))),
+                "codes": {k: list(v) for k, v in blocks.items()}, "psi_seconds": psi_s, "warnings": warnings}
+
+    def _batches(self) -> list[Optional[np.ndarray]]:
+        b = self.s.batch_size
+        if b <= 0 or b >= self.n:
+            return [None]
+        perm = self.rng.permutation(self.n)
+        return [np.sort(perm[i:i + b]) for i in range(0, self.n, b)]
+
+    def _scores(self, batch: Optional[np.ndarray]) -> list[bytes]:
+        t = self.t
+        return self.agg.add(t.get([t.call(p, "scores", batch) for p in self.providers]))
+
+    def iteration(self) -> dict[str, float]:
+        """One pass over the aligned rows, then an encrypted evaluation pass."""
+        t, P = self.t, self.providers
+        start = time.perf_counter()
+        for batch in self._batches():
+            if batch is None and self._cached:
+                t.call(BUSINESS, "forward", None, None)
+            else:
+                t.call(BUSINESS, "forward", batch, self._scores(batch))
+            enc_d = t.call(BUSINESS, "backward")
+            masked = {p: t.call(p, "masked_gradient", batch, enc_d) for p in P}
+            sums = {p: t.call(BUSINESS, "unmask", masked[p]) for p in P}
+            t.get([t.call(p, "apply", sums[p]) for p in P])
+        metrics = t.get([t.call(BUSINESS, "evaluate", self._scores(None))])[0]
+        self._cached = True
+        return {**metrics, "seconds": time.perf_counter() - start}
+
+    def save(self, directory: str | Path) -> dict[str, str]:
+        directory = Path(directory)
+        keys = [BUSINESS] + self.providers
+        paths = self.t.get([self.t.call(k, "save_weights", str(directory / f"{k}.parquet")) for k in keys])
+        return dict(zip(keys, paths))
+
+
+def run_local(business: BusinessCore, providers: list[ProviderCore], settings: Settings, iterations: int,
+              seed: int = 0, record: bool = False, log: Callable[[str], None] = lambda s: None):
+    """Whole protocol in one process. Returns (trainer, setup info, per-iteration metrics)."""
+    parties = {BUSINESS: business, **{p.name: p for p in providers}}
+    transport = LocalTransport(parties, record=record)
+    trainer = Trainer(transport, [p.name for p in providers], settings, seed, log)
+    info = trainer.setup()
+    history = []
+    for it in range(1, iterations + 1):
+        m = trainer.iteration()
+        history.append({"iteration": it, **m})
+        log(f"iteration {it}: loss {m['loss']:.5f} auc {m['auc']:.4f} ({m['seconds']:.2f} s)")
+    return trainer, info, history
