@@ -1,0 +1,105 @@
+"""Fixtures for the vertical tests: the shared local Ray cluster and a message auditor."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vertical"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared vertical data not found at {DATA}")
+    return DATA
+
+
+class Leak(AssertionError):
+    pass
+
+
+def _walk(x, path="payload"):
+    """Yield (path, leaf) for every leaf of a nested payload."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _walk(k, f"{path}.key")
+            yield from _walk(v, f"{path}[{k!r}]")
+    elif isinstance(x, (list, tuple)):
+        for i, v in enumerate(x):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, x
+
+
+def audit(messages, raw_columns: list[np.ndarray], public_ctx_bytes: bytes, n_rows: int) -> dict[str, int]:
+    """Raise Leak unless every leaf of every message is an allowed kind; return counts by kind.
+
+    Allowed: 32-byte blinded PSI points; ciphertexts that deserialize under the public context;
+    the public context itself; integer position/index arrays (unique values in range, so never a
+    0/1 label column); scalars (counts, codes, loss, auc); short float arrays that are not close
+    to any raw column (masked gradient sums). Any float array is also compared with every raw
+    feature/label column (file order and aligned order are both passed in by the caller).
+    """
+    import tenseal as ts
+
+    ctx = ts.context_from(public_ctx_bytes)
+    kinds: dict[str, int] = {}
+
+    def count(k):
+        kinds[k] = kinds.get(k, 0) + 1
+
+    for msg in messages:
+        for path, leaf in _walk(msg.payload):
+            where = f"{msg.src}->{msg.dst} {msg.method} {path}"
+            if leaf is None or isinstance(leaf, (bool, str)):
+                count("scalar")
+            elif isinstance(leaf, (int, float, np.integer, np.floating)):
+                count("scalar")
+            elif isinstance(leaf, bytes):
+                if len(leaf) == 32:
+                    count("psi_point")
+                elif leaf == public_ctx_bytes:
+                    count("public_context")
+                else:
+                    try:
+                        ts.ckks_vector_from(ctx, leaf)
+                    except Exception as exc:  # noqa: BLE001
+                        raise Leak(f"{where}: {len(leaf)} bytes that are not a ciphertext ({exc})")
+                    count("ciphertext")
+            elif isinstance(leaf, np.ndarray):
+                if leaf.dtype.kind in "iu":
+                    if leaf.size and (leaf.min() < 0 or len(np.unique(leaf)) != leaf.size):
+                        raise Leak(f"{where}: integer array that is not a set of row positions")
+                    count("positions")
+                elif leaf.dtype.kind == "f":
+                    for col in raw_columns:
+                        if col.shape == leaf.shape and np.allclose(col, leaf, atol=1e-3):
+                            raise Leak(f"{where}: float array equal to a raw column")
+                    if leaf.size >= n_rows:
+                        raise Leak(f"{where}: float array with one value per row ({leaf.size})")
+                    count("float_array")
+                else:
+                    raise Leak(f"{where}: array of dtype {leaf.dtype}")
+            else:
+                raise Leak(f"{where}: unexpected {type(leaf).__name__}")
+    return kinds
+
+
+@pytest.fixture
+def auditor():
+    return audit

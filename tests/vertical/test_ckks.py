@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import tenseal as ts
+
+from fedray.vertical import ckks
+
+
+@pytest.fixture(scope="module")
+def keys():
+    params = ckks.CKKSParams()
+    secret = ckks.secret_context(params)
+    pub_bytes = ckks.public_context_bytes(secret)
+    return params, secret, pub_bytes
+
+
+def test_public_context_cannot_decrypt(keys):
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    assert secret.is_private() and secret.has_secret_key()
+    assert not pub.is_private() and not pub.has_secret_key()
+    with pytest.raises(ValueError):
+        pub.secret_key()
+    enc = ckks.encrypt_chunks(pub, np.arange(10.0), params.slots)
+    with pytest.raises(ValueError):
+        ts.ckks_vector_from(pub, enc[0]).decrypt()
+    # the secret context can; and the public bytes are smaller than a secret serialization
+    assert np.allclose(ckks.decrypt_chunks(secret, enc, 10), np.arange(10.0), atol=1e-6)
+    assert len(secret.serialize(save_secret_key=True)) != len(pub_bytes)
+    # no Galois keys travel (the protocol needs no rotations)
+    assert not pub.has_galois_keys()
+
+
+@pytest.mark.parametrize("m,f", [(569, 20), (100, 3), (3000, 4), (9000, 3)])
+def test_masked_gradient_equals_plain(keys, m, f):
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    rng = np.random.default_rng(m)
+    X = rng.normal(size=(m, f)) * 3
+    d = rng.uniform(-1, 1, m)
+    layout = ckks.SlotLayout(m, params.slots)
+    enc_d = [ts.ckks_vector(secret, v).serialize() for v in layout.residual_plain(d)]
+    masked, mask_sums = ckks.masked_gradient(pub, enc_d, X, layout, params.mask_bits,
+                                             2.0 ** (2 * params.global_scale_bits))
+    assert len(masked) == layout.outputs(f)
+    sums = ckks.unmask_sums(secret, masked, layout)
+    grad = sums[:f] - mask_sums
+    assert np.allclose(grad, X.T @ d, atol=1e-3)
+    # what the business party decrypts is dominated by the mask, not the products
+    slots = np.asarray(ts.ckks_vector_from(secret, masked[0]).decrypt())
+    assert np.median(np.abs(slots)) > 2.0 ** (params.mask_bits - 3)
+    assert np.all(np.abs(sums[:f] - X.T @ d) > 1e3)
+
+
+def test_layout_choices():
+    assert ckks.SlotLayout(569, 4096).pack == 7 and ckks.SlotLayout(569, 4096).chunks == 1
+    assert ckks.SlotLayout(2049, 4096).pack == 1 and ckks.SlotLayout(2049, 4096).chunks == 1
+    big = ckks.SlotLayout(100_000, 4096)
+    assert (big.pack, big.chunks, big.outputs(300)) == (1, 25, 300)
+    assert ckks.SlotLayout(569, 4096).outputs(20) == 3
+
+
+def test_driver_sum(keys):
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    a, b = np.arange(5000.0) / 100, np.ones(5000)
+    s = ckks.add_ciphertexts(pub, [ckks.encrypt_chunks(pub, a, params.slots),
+                                   ckks.encrypt_chunks(pub, b, params.slots)])
+    assert len(s) == 2
+    assert np.allclose(ckks.decrypt_chunks(secret, s, 5000), a + b, atol=1e-5)
+
+
+def test_random_mask_range():
+    r = ckks.random_mask(100_000, 30)
+    assert r.min() >= -(2.0 ** 30) and r.max() < 2.0 ** 30
+    assert r.std() > 2.0 ** 29  # uniform: std = 2^30 / sqrt(3)
