@@ -1,0 +1,160 @@
+"""`fedray run | resume | recommend`: the command line over config, runtime and the jobs."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from fedray.config import ConfigError, diff_keys, load_config, result_config, save_config
+
+EXIT_USAGE = 2
+
+
+def _run_dir(cfg) -> Path:
+    """The run directory a config names, or OUTPUT_DIR/NAME-<timestamp>."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    return Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _preflight(cfg) -> None:
+    """Read the job's input once before anything is created, so bad data stops the run with exit code 2."""
+    if cfg.job == "vertical":
+        from fedray.data.vertical import read_party
+
+        v = cfg.vertical
+        read_party(v.business_path, v.id_column, v.label_column)
+        for path in v.provider_paths:
+            read_party(path, v.id_column)
+    else:
+        from fedray.data import load_recdata
+
+        load_recdata(cfg.data, cfg.seed)
+
+
+def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False) -> object:
+    """Start or join Ray and run the configured job in run_dir."""
+    from fedray import runtime
+
+    started = runtime.start(cfg.runtime.address, [t.name for t in cfg.tiers], cfg.runtime.num_cpus)
+    try:
+        if cfg.job == "horizontal":
+            from fedray.horizontal.run import run_horizontal
+
+            return run_horizontal(cfg, run_dir, console, resume=resume, force=force)
+        if cfg.job == "centralized":
+            from fedray.horizontal.centralized import run_centralized
+
+            return run_centralized(cfg, run_dir, console)
+        from fedray.vertical.job import run_vertical
+
+        return run_vertical(cfg, run_dir, log=console.print)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """Validate the config and its data, create the run directory, run the job."""
+    cfg = load_config(args.config, args.overrides)
+    resume = bool(cfg.resume)
+    run_dir = _run_dir(cfg)
+    if resume and not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"resume=true: {run_dir} holds no run to resume (set run_dir to an existing run)")
+    _preflight(cfg)
+    fresh = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir)
+    console.print(f"run directory: {run_dir}")
+    try:
+        execute(cfg, run_dir, console, resume=resume)
+    except BaseException:
+        if fresh and not any((run_dir / p).exists() for p in ("checkpoints", "metrics.parquet")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: leave no half-written run behind
+        raise
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    """Continue a run from its newest valid checkpoint, under the config saved in its directory."""
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{run_dir}: not a fedray run directory (no config.yaml)")
+    before = load_config(saved)
+    cfg = load_config(saved, [*args.overrides, f"run_dir={run_dir}", "resume=true"])
+    changed = diff_keys(result_config(before), result_config(cfg))
+    if changed and not args.force:
+        raise ConfigError(f"{saved}: the overrides change results ({', '.join(changed)}); "
+                          "resume refused (pass --force to resume anyway)")
+    execute(cfg, run_dir, console, resume=True, force=bool(changed))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace, console: Console) -> int:
+    """Print the top-k products for one user, computed device-side from the run's global model and the user's vector."""
+    from fedray.recommend import recommend
+
+    rows = recommend(Path(args.run_dir), args.user, args.k)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"top {args.k} for user {args.user}")
+    for col in rows[0] if rows else ("rank", "item", "score"):
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The fedray argument parser."""
+    parser = argparse.ArgumentParser(prog="fedray", description="Federated learning on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a job from a YAML config with key=value overrides")
+    run.add_argument("config")
+    run.add_argument("overrides", nargs="*")
+    run.set_defaults(func=cmd_run)
+    res = sub.add_parser("resume", help="continue a run from its newest valid checkpoint")
+    res.add_argument("run_dir")
+    res.add_argument("overrides", nargs="*")
+    res.add_argument("--force", action="store_true", help="resume even if the overrides change results")
+    res.set_defaults(func=cmd_resume)
+    rec = sub.add_parser("recommend", help="top-k products for a user of a finished run")
+    rec.add_argument("run_dir")
+    rec.add_argument("--user", type=int, required=True, help="the user's id in the data (e.g. MovieLens userId)")
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(func=cmd_recommend)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit code 2 for bad configs, data or usage, with a message naming what is wrong."""
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
+    from fedray.checkpoint import CheckpointError
+    from fedray.data import DataError
+    from fedray.data.vertical import VerticalDataError
+
+    try:
+        return args.func(args, console)
+    except (ConfigError, DataError, VerticalDataError, CheckpointError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""Structured run configuration: load YAML, merge CLI overrides, validate before anything starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from fedray.checkpoint import config_hash
+from fedray.vertical.config import VerticalConfig, validate_vertical
+
+
+class ConfigError(ValueError):
+    """A config problem the user must fix; the message names the file, the key and what is allowed."""
+
+
+@dataclass
+class RuntimeConfig:
+    address: Optional[str] = None  # unset: start an embedded local Ray; else connect ("auto", "ray://...", "HOST:PORT")
+    num_cpus: Optional[int] = None  # CPUs the embedded cluster declares (None: all cores)
+    actor_cpus: float = 0.25  # CPUs each device-host actor asks for: fractional so many fit on 2 cores
+    driver_cpus: float = 0.25
+    devices_per_actor: int = 100  # simulated devices one actor hosts, each with its own state
+    round_timeout_s: float = 300.0  # wall-clock deadline for one round's updates (ray.wait)
+
+
+@dataclass
+class TierConfig:
+    name: str = "default"
+    share: float = 1.0  # fraction of devices in this tier
+    cores: float = 4.0
+    memory_gb: float = 8.0
+    gflops: float = 50.0
+    up_mbps: float = 20.0
+    down_mbps: float = 50.0
+    latency_ms: float = 50.0
+    availability: float = 1.0
+    width: float = 1.0  # model width multiplier for groups of this tier
+
+
+@dataclass
+class SyntheticConfig:
+    n_users: int = 300
+    n_items: int = 1000
+    mean_interactions: int = 40
+    latent_dim: int = 8
+    popularity_skew: float = 1.0  # Zipf-like exponent of item popularity
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None  # MovieLens file or directory; unset: seeded synthetic data
+    format: str = "auto"  # auto | latest | 100k | 1m
+    min_interactions: int = 3  # users with fewer are dropped (one is held out for evaluation)
+    max_users: Optional[int] = None
+    eval_negatives: int = 99
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "mf"  # mf (matrix factorisation with item bias) | neumf
+    dim: int = 32  # embedding width at width multiplier 1.0
+    hidden: list[int] = field(default_factory=lambda: [32, 16])  # neumf MLP widths at multiplier 1.0
+    init_std: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    rounds: int = 100
+    local_steps: int = 10  # t: local SGD steps per round
+    batch_size: int = 32  # positives per local step
+    lr: float = 1.0  # device-side SGD learning rate (the loss is a per-batch mean)
+    negatives: int = 4  # sampled negatives per positive
+    l2: float = 0.0
+    participants: float = 64.0  # per round and group: a count if >= 1, a fraction of the group if < 1
+    over_select: float = 1.0  # select ceil(K * factor), accept the first K arrivals
+    deadline_s: Optional[float] = None  # simulated seconds a device may take; later arrivals are stragglers
+    min_updates: int = 1  # fewer valid updates than this: the round is retried
+    max_round_retries: int = 3
+    server_opt: str = "sgd"  # sgd | fedadam
+    server_lr: float = 40.0  # large because each item row is averaged over all K participants, few of which touch it
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_tau: float = 1e-3
+    eval_every: int = 10
+    eval_users: int = 0  # evaluate this many devices per evaluation (0: all)
+    personalize_steps: int = 10  # steps a device fits its private user vector before evaluating or recommending
+
+
+@dataclass
+class CompressionConfig:
+    method: str = "ternary"  # none | ternary
+    update: str = "delta"  # delta (model difference) | gradient
+    clip_sigma: Optional[float] = 2.5  # scaler c*sigma after clipping (TernGrad); null: s = max|g|
+    error_feedback: bool = True
+    mode: str = "auto"  # auto | dense | sparse
+    broadcast: str = "float32"  # float32 | ternary
+
+
+@dataclass
+class GroupingConfig:
+    method: str = "none"  # none | thresholds | kmeans
+    by: str = "gflops"  # reported hardware field the thresholds apply to
+    thresholds: list[float] = field(default_factory=lambda: [20.0, 100.0])  # ascending
+    k: int = 3
+    min_size: int = 3
+    share_across: bool = False  # HeteroFL-style averaging of the overlapping parameter slice
+
+
+@dataclass
+class CentralizedConfig:
+    epochs: int = 20
+    batch_size: int = 256  # (user, positive) pairs per step, from all users pooled
+    lr: float = 20.0  # per-batch-mean loss over many users: a larger step than a device's
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # rounds (horizontal) or iterations (vertical) between checkpoints; 0: off
+    keep: int = 3
+    uri: Optional[str] = None  # pyarrow.fs URI; unset: RUN_DIR/checkpoints
+
+
+@dataclass
+class RootConfig:
+    job: str = "horizontal"  # horizontal | vertical | centralized
+    name: str = "default"
+    seed: int = 0
+    output_dir: str = "runs"
+    run_dir: Optional[str] = None  # unset: OUTPUT_DIR/NAME-<timestamp>
+    tiers_file: Optional[str] = None  # YAML with a `tiers:` list; replaces `tiers` when set
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    tiers: list[TierConfig] = field(default_factory=lambda: [TierConfig()])
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    centralized: CentralizedConfig = field(default_factory=CentralizedConfig)
+    resume: bool = False  # continue RUN_DIR from its newest valid checkpoint
+    vertical: VerticalConfig = field(default_factory=VerticalConfig)
+
+
+CHOICES = {
+    "job": ("horizontal", "vertical", "centralized"),
+    "data.format": ("auto", "latest", "100k", "1m"),
+    "model.kind": ("mf", "neumf"),
+    "train.server_opt": ("sgd", "fedadam"),
+    "compression.method": ("none", "ternary"),
+    "compression.update": ("delta", "gradient"),
+    "compression.mode": ("auto", "dense", "sparse"),
+    "compression.broadcast": ("float32", "ternary"),
+    "grouping.method": ("none", "thresholds", "kmeans"),
+    "grouping.by": ("cores", "memory_gb", "gflops", "up_mbps", "down_mbps", "availability"),
+}
+
+# key -> (lower bound, inclusive?, upper bound or None)
+RANGES = {
+    "runtime.actor_cpus": (0.0, False, None),
+    "runtime.driver_cpus": (0.0, False, None),
+    "runtime.devices_per_actor": (1, True, None),
+    "runtime.round_timeout_s": (0.0, False, None),
+    "data.min_interactions": (2, True, None),
+    "data.eval_negatives": (1, True, None),
+    "data.synthetic.n_users": (3, True, None),
+    "data.synthetic.n_items": (2, True, None),
+    "data.synthetic.mean_interactions": (2, True, None),
+    "data.synthetic.latent_dim": (1, True, None),
+    "model.dim": (1, True, None),
+    "model.init_std": (0.0, False, None),
+    "train.rounds": (1, True, None),
+    "train.local_steps": (1, True, None),
+    "train.batch_size": (1, True, None),
+    "train.lr": (0.0, False, None),
+    "train.negatives": (1, True, None),
+    "train.l2": (0.0, True, None),
+    "train.participants": (0.0, False, None),
+    "train.over_select": (1.0, True, None),
+    "train.min_updates": (1, True, None),
+    "train.max_round_retries": (0, True, None),
+    "train.server_lr": (0.0, False, None),
+    "train.adam_beta1": (0.0, True, 1.0),
+    "train.adam_beta2": (0.0, True, 1.0),
+    "train.adam_tau": (0.0, False, None),
+    "train.eval_every": (1, True, None),
+    "train.eval_users": (0, True, None),
+    "train.personalize_steps": (0, True, None),
+    "compression.clip_sigma": (0.0, False, None),
+    "train.deadline_s": (0.0, False, None),
+    "grouping.k": (1, True, None),
+    "grouping.min_size": (1, True, None),
+    "checkpoint.every": (0, True, None),
+    "checkpoint.keep": (1, True, None),
+    "centralized.epochs": (1, True, None),
+    "centralized.batch_size": (1, True, None),
+    "centralized.lr": (0.0, False, None),
+}
+
+TIER_RANGES = {
+    "share": (0.0, True, 1.0),
+    "cores": (0.0, False, None),
+    "memory_gb": (0.0, False, None),
+    "gflops": (0.0, False, None),
+    "up_mbps": (0.0, False, None),
+    "down_mbps": (0.0, False, None),
+    "latency_ms": (0.0, True, None),
+    "availability": (0.0, False, 1.0),
+    "width": (0.0, False, 1.0),
+}
+
+
+def _allowed_keys(schema: Any, full_key: str) -> list[str]:
+    """Keys allowed at the level where an unknown key was found."""
+    node: Any = schema
+    parts = [p for p in str(full_key).replace("]", "").replace("[", ".").split(".") if p][:-1]
+    for p in parts:
+        try:
+            node = node[int(p)] if p.isdigit() else node[p]
+        except (KeyError, IndexError, ValueError, TypeError, OmegaConfBaseException):
+            return []
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    """Merge a user layer into the typed config; a bad key or type becomes a ConfigError naming the source."""
+    try:
+        return OmegaConf.merge(base, other)
+    except ConfigKeyError as e:
+        allowed = _allowed_keys(base, e.full_key)
+        hint = f"; allowed keys there: {', '.join(allowed)}" if allowed else ""
+        raise ConfigError(f"{source}: unknown key '{e.full_key}'{hint}") from None
+    except ValidationError as e:
+        raise ConfigError(f"{source}: key '{e.full_key}': {e.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: {e.msg.splitlines()[0] if e.msg else e}") from None
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    """Parse one YAML file, turning a missing file or a syntax error into a ConfigError with the position."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Build the typed config from defaults, an optional YAML file and `key=value` overrides, then validate it."""
+    cfg = OmegaConf.structured(RootConfig)
+    source = str(path) if path else "defaults"
+    if path is not None:
+        cfg = _merge(cfg, _read_yaml(Path(path), "config file"), str(path))
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"command line: override '{bad[0]}' is not of the form key=value")
+    if overrides:
+        try:
+            layer = OmegaConf.from_dotlist(list(overrides))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"command line: cannot parse overrides: {e.msg}") from None
+        cfg = _merge(cfg, layer, "command line")
+        source = f"{source} + command line"
+    if cfg.tiers_file:
+        tiers = _read_yaml(Path(cfg.tiers_file), "tiers_file").get("tiers")
+        if not isinstance(tiers, list) or not tiers:
+            raise ConfigError(f"{cfg.tiers_file}: expected a non-empty list under 'tiers:'")
+        cfg.tiers = OmegaConf.create([])  # the file replaces the list, it does not merge element-wise
+        cfg = _merge(cfg, {"tiers": tiers}, str(cfg.tiers_file))
+    errors = validate(cfg)
+    if errors:
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _check_range(key: str, value: Any, bounds: tuple) -> str | None:
+    lo, inclusive, hi = bounds
+    if value is None:
+        return None
+    ok = (value >= lo if inclusive else value > lo) and (hi is None or value <= hi)
+    if ok:
+        return None
+    lower = f">= {lo}" if inclusive else f"> {lo}"
+    upper = f" and <= {hi}" if hi is not None else ""
+    return f"{key}={value}: must be {lower}{upper}"
+
+
+def validate(cfg: DictConfig) -> list[str]:
+    """Every out-of-range or unknown-choice value, as 'key=value: what is allowed' lines."""
+    errors = []
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            errors.append(f"{key}={value!r}: allowed values are {', '.join(allowed)}")
+    for key, bounds in RANGES.items():
+        msg = _check_range(key, OmegaConf.select(cfg, key), bounds)
+        if msg:
+            errors.append(msg)
+    names = [t.name for t in cfg.tiers]
+    if len(set(names)) != len(names):
+        errors.append(f"tiers: names must be unique, got {names}")
+    for i, tier in enumerate(cfg.tiers):
+        if not str(tier.name).replace("_", "").isalnum():
+            errors.append(f"tiers[{i}].name={tier.name!r}: letters, digits and _ only (it names a Ray resource)")
+        for key, bounds in TIER_RANGES.items():
+            msg = _check_range(f"tiers[{i}].{key}", tier[key], bounds)
+            if msg:
+                errors.append(msg)
+    total = sum(t.share for t in cfg.tiers)
+    if cfg.tiers and abs(total - 1.0) > 1e-6:
+        errors.append(f"tiers: shares must sum to 1, got {total:g}")
+    thresholds = list(cfg.grouping.thresholds)
+    if cfg.grouping.method == "thresholds" and (not thresholds or any(b <= a for a, b in zip(thresholds, thresholds[1:]))):
+        errors.append(f"grouping.thresholds={thresholds}: must be a non-empty, strictly ascending list")
+    if any(h < 1 for h in cfg.model.hidden):
+        errors.append(f"model.hidden={list(cfg.model.hidden)}: every width must be >= 1")
+    if cfg.data.path is not None and not Path(cfg.data.path).exists():
+        errors.append(f"data.path={cfg.data.path!r}: no such file or directory")
+    if cfg.job == "vertical":
+        errors.extend(validate_vertical(cfg.vertical))
+    return errors
+
+
+RESULT_KEYS = ("job", "seed", "tiers_file", "data", "model", "train", "compression", "grouping", "tiers",
+               "centralized", "vertical")
+
+
+def result_config(cfg: DictConfig) -> dict:
+    """The part of the config that changes results (not paths of outputs, addresses or checkpoint cadence)."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    return {k: full[k] for k in RESULT_KEYS}
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """sha256 of the result-affecting config, to refuse resuming a run under a different config."""
+    return config_hash(result_config(cfg))
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> Path:
+    """Write the fully resolved config into the run directory."""
+    out = Path(run_dir) / "config.yaml"
+    out.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return out
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """Plain dict for shipping to actors (omegaconf objects pickle slowly and tie actors to the schema)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def from_plain(data: dict) -> DictConfig:
+    """Typed config back from a plain dict (inside actors)."""
+    return OmegaConf.merge(OmegaConf.structured(RootConfig), data)

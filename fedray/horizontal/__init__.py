@@ -1,0 +1,1 @@
+"""Horizontal federated training: device hosts, the driver actor and the round loop."""

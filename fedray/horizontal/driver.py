@@ -1,0 +1,291 @@
+"""Driver actor: device registry, tier groups, and the round loop (select, broadcast, collect, fuse, step).
+
+The maths (selection, decoding, fusion, server optimizers, grouping, the simulated clock) lives in
+fedray.core and fedray.models; this actor holds state and moves ObjectRefs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from fedray.checkpoint import CheckpointStore, arrays_to_table
+from fedray.config import config_digest, from_plain
+from fedray.core import clock, fusion, grouping, selection
+from fedray.core.grouping import HW_FIELDS
+from fedray.data import load_recdata
+from fedray.horizontal.device import decode_update, stream
+from fedray.horizontal.host import DeviceHost
+from fedray.models.recommender import ModelSpec, init_global, scaled_spec
+from fedray.runtime import TIER_REQUEST, check_tiers, tier_resource
+
+STREAM_SELECT, STREAM_TIERS, STREAM_INIT, STREAM_GROUP = 10, 11, 12, 13
+
+
+@dataclass
+class Group:
+    """One group of devices with its own model shape, global parameters, optimizer and simulated clock."""
+
+    gid: int
+    devices: np.ndarray
+    spec: ModelSpec
+    params: dict
+    opt: fusion.ServerOptimizer
+    clock: clock.SimClock
+    gflops: float  # median reported compute of its devices
+
+
+def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> list[np.ndarray]:
+    """Device ids per tier: a seeded permutation cut by the tiers' shares (largest remainders)."""
+    raw = np.asarray(shares) * n
+    counts = np.floor(raw).astype(int)
+    counts[np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]] += 1
+    perm = rng.permutation(n)
+    return [np.sort(part) for part in np.split(perm, np.cumsum(counts)[:-1])]
+
+
+@ray.remote
+class Driver:
+    """Coordinates a horizontal run: it never sees device data or private user vectors, only encoded updates."""
+
+    def __init__(self, cfg: dict, run_dir: str):
+        self.plain = cfg
+        self.cfg = from_plain(cfg)
+        self.run_dir = Path(run_dir)
+        self.round = 0
+        self.records: list[dict] = []
+        self.rng = stream(self.cfg.seed, STREAM_SELECT)
+        self.store = CheckpointStore(self.cfg.checkpoint.uri or str(self.run_dir / "checkpoints"), keep=self.cfg.checkpoint.keep)
+        self.log: list[str] = []
+        self.tier_names = [t.name for t in self.cfg.tiers]
+        self.tier_latency = np.array([t.latency_ms / 1000 for t in self.cfg.tiers])
+
+    # ---- setup -------------------------------------------------------------------------------------------
+    def setup(self) -> dict:
+        """Start device hosts on their tiers' nodes, collect reported hardware, form groups, size their models."""
+        cfg = self.cfg
+        check_tiers(t.name for t in cfg.tiers)
+        data = load_recdata(cfg.data, cfg.seed)  # the simulation enumerates devices and the item catalogue only
+        n_users, n_items = data.n_users, data.n_items
+        del data
+        tiers = [dict(t) for t in cfg.tiers]
+        per_tier = split_by_share(n_users, [t["share"] for t in tiers], stream(cfg.seed, STREAM_TIERS))
+        self.hosts, self.host_of = [], np.zeros(n_users, np.int32)
+        self.tier_of = np.zeros(n_users, np.int16)
+        for ti, (tier, devices) in enumerate(zip(tiers, per_tier)):
+            self.tier_of[devices] = ti
+            for chunk in np.array_split(devices, max(1, -(-len(devices) // cfg.runtime.devices_per_actor))):
+                if len(chunk) == 0:
+                    continue
+                self.host_of[chunk] = len(self.hosts)
+                self.hosts.append(DeviceHost.options(
+                    num_cpus=cfg.runtime.actor_cpus, resources={tier_resource(tier["name"]): TIER_REQUEST},
+                    name=None).remote(self.plain, chunk.tolist(), tier, len(self.hosts)))
+        reports = ray.get([h.report.remote() for h in self.hosts], timeout=cfg.runtime.round_timeout_s)
+        self.profiles = np.zeros((n_users, len(HW_FIELDS)))
+        self.samples = np.zeros(n_users, np.int64)
+        for rep in reports:
+            self.profiles[rep["devices"]] = rep["profiles"]
+            self.samples[rep["devices"]] = rep["samples"]
+        self._form_groups(n_items, tiers)
+        self.bytes_float32 = {g.gid: 4 * sum(int(np.prod(s)) for s in g.spec.shapes().values()) for g in self.groups}
+        ray.get([h.assign.remote({int(d): g.gid for g in self.groups for d in g.devices},
+                                 {g.gid: g.spec for g in self.groups}) for h in self.hosts])
+        self._write_grouping()
+        return {"devices": n_users, "items": n_items, "hosts": len(self.hosts), "log": self.log,
+                "groups": [{"group": g.gid, "devices": len(g.devices), "dim": g.spec.dim, "gflops": g.gflops}
+                           for g in self.groups]}
+
+    def _form_groups(self, n_items: int, tiers: list[dict]) -> None:
+        """Group devices by reported hardware and give each group a model sized for it."""
+        gc, mc = self.cfg.grouping, self.cfg.model
+        if gc.method == "none":
+            labels = np.zeros(len(self.profiles), np.int64)
+        else:
+            labels, merges = grouping.group_devices(
+                self.profiles, gc.method, thresholds=list(gc.thresholds), k=gc.k, min_size=gc.min_size,
+                rng=stream(self.cfg.seed, STREAM_GROUP), field=gc.by)
+            self.log += [f"group {a} had fewer than {gc.min_size} devices: merged into group {b}" for a, b in merges]
+        tier_gflops = np.array([t["gflops"] for t in tiers])
+        self.groups = []
+        for gid in np.unique(labels):
+            devices = np.flatnonzero(labels == gid)
+            gflops = float(np.median(self.profiles[devices, HW_FIELDS.index("gflops")]))
+            width = 1.0 if gc.method == "none" else tiers[int(np.argmin(np.abs(np.log(tier_gflops / gflops))))]["width"]
+            spec = scaled_spec(n_items, mc.dim, list(mc.hidden), mc.kind, width)
+            t = self.cfg.train
+            self.groups.append(Group(
+                int(gid), devices, spec, init_global(spec, mc.init_std, stream(self.cfg.seed, STREAM_INIT, int(gid))),
+                fusion.ServerOptimizer(t.server_opt, t.server_lr, t.adam_beta1, t.adam_beta2, t.adam_tau),
+                clock.SimClock(), gflops))
+            self.log.append(f"group {gid}: {len(devices)} devices, median {gflops:.1f} GFLOP/s, embedding dim {spec.dim}")
+
+    def _write_grouping(self) -> None:
+        """Record which tier, host and group every device got, with its reported hardware."""
+        group_of = np.zeros(len(self.profiles), np.int32)
+        for g in self.groups:
+            group_of[g.devices] = g.gid
+        cols = {"device": np.arange(len(self.profiles)), "tier": [self.tier_names[i] for i in self.tier_of],
+                "host": self.host_of, "group": group_of, "samples": self.samples}
+        cols.update({f: self.profiles[:, i] for i, f in enumerate(HW_FIELDS)})
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), self.run_dir / "grouping.parquet")
+
+    # ---- one round -----------------------------------------------------------------------------------------
+    def run_round(self) -> list[dict]:
+        """One federated round for every group concurrently; returns a metrics record per group."""
+        t0 = time.perf_counter()
+        r = self.round
+        cfg = self.cfg
+        launched = []
+        for g in self.groups:
+            k = selection.participant_count(cfg.train.participants, len(g.devices))
+            chosen = selection.select(g.devices, k, cfg.train.over_select, self.rng)
+            ref = ray.put(g.params)  # one broadcast object per group; devices receive the ObjectRef
+            launched.append((g, k, chosen, ref, [self.hosts[self.host_of[d]].train.remote(int(d), ref, r) for d in chosen]))
+        records = [self._collect(g, k, chosen, refs, r) for g, k, chosen, ref, refs in launched]
+        self.round += 1
+        if cfg.grouping.share_across and len(self.groups) > 1:
+            shared = fusion.share_overlap([g.params for g in self.groups])
+            for g, p in zip(self.groups, shared):
+                g.params = p
+        if self.round % cfg.train.eval_every == 0 or self.round == cfg.train.rounds:
+            self._evaluate(records, r)
+        wall = time.perf_counter() - t0
+        for rec in records:
+            rec["wall_s"] = wall
+        self.records.extend(records)
+        if cfg.checkpoint.every and (self.round % cfg.checkpoint.every == 0 or self.round == cfg.train.rounds):
+            self.checkpoint()
+        return records
+
+    def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int) -> dict:
+        """Wait for a group's updates, accept the first K by simulated arrival, decode, fuse and step."""
+        cfg = self.cfg
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=cfg.runtime.round_timeout_s)
+        for ref in pending:
+            ray.cancel(ref)
+        results, failures = [], 0
+        for ref in ready:
+            try:
+                results.append(ray.get(ref))
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError):
+                failures += 1
+        devices = np.array([res["device"] for res in results], np.int64)
+        bytes_up = np.array([len(res["payload"]) for res in results], np.float64)
+        down = float(self.bytes_float32[g.gid])
+        gi = [HW_FIELDS.index(f) for f in ("gflops", "up_mbps", "down_mbps")]
+        prof = self.profiles[devices][:, gi] if len(devices) else np.zeros((0, 3))
+        t = cfg.train
+        flops = np.array([clock.mf_flops(int(self.samples[d]), t.local_steps, t.batch_size * (1 + t.negatives),
+                                         g.spec.dim, g.spec.hidden) for d in devices])
+        times = clock.device_round_time(flops, prof[:, 0], bytes_up, down, prof[:, 1], prof[:, 2],
+                                        self.tier_latency[self.tier_of[devices]])
+        accepted = clock.accept_by_deadline(times, k, t.deadline_s)
+        shapes = list(g.spec.shapes().values())
+        updates, weights, losses, reasons = [], [], [], {}
+        for i in sorted(accepted, key=lambda i: devices[i]):  # fuse in device order: reproducible sums
+            try:
+                tensors = decode_update(results[i]["payload"], shapes, cfg.compression.method)
+            except ValueError as e:
+                key = getattr(e, "reason", "invalid")
+                reasons[key] = reasons.get(key, 0) + 1
+                continue
+            updates.append(dict(zip(g.spec.shapes(), tensors)))
+            weights.append(results[i]["samples"])
+            losses.append(results[i]["loss"])
+        applied = len(updates) >= t.min_updates
+        if applied:
+            fused = fusion.weighted_mean(updates, weights)
+            if cfg.compression.update == "gradient":
+                fused = {name: -v for name, v in fused.items()}
+            g.params = g.opt.step(g.params, fused)
+        g.clock.advance(clock.round_time(times[accepted]) if len(accepted) else 0.0)
+        elements = sum(int(np.prod(s)) for s in shapes)
+        up_acc = float(bytes_up[accepted].sum()) if len(accepted) else 0.0
+        return {
+            "round": r, "group": g.gid, "selected": len(chosen), "participants": len(updates),
+            "stragglers": len(results) - len(accepted) + len(pending), "failures": failures,
+            "rejected": int(sum(reasons.values())), "reject_reasons": json.dumps(reasons), "applied": applied,
+            "bytes_up": float(bytes_up.sum()), "bytes_down": down * len(chosen),
+            "bytes_up_float32": float(4 * elements * len(results)),
+            "bits_per_element": 8 * up_acc / max(1, elements * len(accepted)),
+            "train_loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
+            "sim_round_s": clock.round_time(times[accepted]) if len(accepted) else 0.0, "sim_time_s": g.clock.now,
+            "hr10": float("nan"), "ndcg10": float("nan"),
+        }
+
+    def _evaluate(self, records: list[dict], r: int) -> None:
+        """HR@10 and NDCG@10 per group, computed on the devices (they hold the held-out items)."""
+        n_eval = self.cfg.train.eval_users
+        devices = np.arange(len(self.host_of))
+        if n_eval and n_eval < len(devices):
+            devices = np.sort(stream(self.cfg.seed, 14).choice(devices, n_eval, replace=False))
+        refs = {g.gid: ray.put(g.params) for g in self.groups}
+        calls = [self.hosts[h].evaluate.remote(refs, devices[self.host_of[devices] == h].tolist(), r)
+                 for h in np.unique(self.host_of[devices])]
+        outs = ray.get(calls, timeout=self.cfg.runtime.round_timeout_s)
+        groups = np.concatenate([o["groups"] for o in outs])
+        hits = np.concatenate([o["hits"] for o in outs])
+        ndcg = np.concatenate([o["ndcg"] for o in outs])
+        for rec in records:
+            sel = groups == rec["group"]
+            rec["hr10"], rec["ndcg10"] = float(hits[sel].mean()), float(ndcg[sel].mean())
+
+    # ---- results and checkpoints ---------------------------------------------------------------------------
+    def metrics_table(self) -> pa.Table:
+        """All per-round records so far."""
+        return pa.Table.from_pylist(self.records)
+
+    def finish(self) -> dict:
+        """Write the run's models, metrics and device-side state; return a summary."""
+        models = self.run_dir / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        for g in self.groups:
+            pq.write_table(arrays_to_table(g.params), models / f"group-{g.gid}.parquet")
+        (models / "specs.json").write_text(json.dumps(
+            {str(g.gid): {"n_items": g.spec.n_items, "dim": g.spec.dim, "hidden": list(g.spec.hidden),
+                          "kind": g.spec.kind} for g in self.groups}))
+        pq.write_table(self.metrics_table(), self.run_dir / "metrics.parquet")
+        ray.get([h.save_local.remote(str(self.run_dir)) for h in self.hosts])
+        return {"rounds": self.round, "groups": len(self.groups), "log": self.log}
+
+    def checkpoint(self) -> str:
+        """Atomically write every group's model and optimizer, RNG state, device state and metrics."""
+        files = {}
+        for g in self.groups:
+            files[f"group-{g.gid}"] = arrays_to_table(g.params)
+            files[f"optimizer-{g.gid}"] = arrays_to_table(g.opt.state())
+        states = ray.get([h.export_state.remote() for h in self.hosts])
+        files["devices"] = arrays_to_table({k: v for s in states for k, v in s.items()})
+        files["metrics"] = self.metrics_table() if self.records else pa.table({"round": pa.array([], pa.int64())})
+        rng_states = {"select": self.rng.bit_generator.state,
+                      "clocks": {str(g.gid): g.clock.state() for g in self.groups}}
+        return self.store.save(self.round, files, config_hash=config_digest(self.cfg), rng_states=rng_states,
+                               extra={"round": self.round})
+
+    def restore(self, force: bool = False) -> int | None:
+        """Continue from the newest valid checkpoint (falling back past corrupt ones); None when there is none."""
+        ckpt = self.store.load_latest(config_hash=None if force else config_digest(self.cfg), warn=self.log.append)
+        if ckpt is None:
+            return None
+        for g in self.groups:
+            g.params = ckpt.arrays(f"group-{g.gid}")
+            g.opt.load_state(ckpt.arrays(f"optimizer-{g.gid}"))
+            g.clock = clock.SimClock.from_state(ckpt.rng_states["clocks"][str(g.gid)])
+        self.rng.bit_generator.state = ckpt.rng_states["select"]
+        devices = ckpt.arrays("devices")
+        ray.get([h.import_state.remote(devices) for h in self.hosts])
+        self.records = ckpt.table("metrics").to_pylist()
+        self.round = ckpt.round
+        return self.round
+
+    def messages(self) -> list[str]:
+        """Log lines gathered so far (grouping merges, checkpoint fallbacks)."""
+        return list(self.log)

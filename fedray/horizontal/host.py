@@ -1,0 +1,90 @@
+"""DeviceHost: the Ray actor that hosts one or more simulated client devices of one hardware tier."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import ray
+
+from fedray.checkpoint import arrays_to_table, table_to_arrays
+from fedray.core.grouping import draw_profiles
+from fedray.data import load_recdata
+from fedray.horizontal.device import DeviceFleet, stream
+from fedray.models.recommender import ModelSpec
+
+STREAM_HW = 4
+
+
+@ray.remote(max_restarts=0)
+class DeviceHost:
+    """Holds its devices' local data and private state; trains and evaluates them on request."""
+
+    def __init__(self, cfg: dict, device_ids: list[int], tier: dict, host_index: int):
+        import torch
+
+        torch.set_num_threads(1)
+        from fedray.config import from_plain
+
+        typed = from_plain(cfg)
+        self.cfg = cfg
+        self.host_index = host_index
+        self.fleet = DeviceFleet(cfg, load_recdata(typed.data, typed.seed), np.asarray(device_ids, np.int64))
+        self.profiles, _ = draw_profiles([tier], [1.0], len(device_ids), stream(cfg["seed"], STREAM_HW, host_index))
+        self.group_of: dict[int, int] = {}
+        self.specs: dict[int, ModelSpec] = {}
+
+    def report(self) -> dict:
+        """Device ids, their reported hardware profiles and sample counts (what the driver groups by)."""
+        return {"devices": self.fleet.device_ids, "profiles": self.profiles, "samples": self.fleet.sample_counts()}
+
+    def assign(self, group_of: Mapping[int, int], specs: Mapping[int, ModelSpec]) -> None:
+        """Learn which group (and so which model shape) each hosted device trains."""
+        self.group_of = {int(d): int(g) for d, g in group_of.items()}
+        self.specs = dict(specs)
+
+    def train(self, device: int, params: Mapping[str, np.ndarray], round_: int) -> dict:
+        """Local training of one device from the round's global parameters (resolved from the driver's ObjectRef)."""
+        return self.fleet.train(device, params, self.specs[self.group_of[device]], round_)
+
+    def evaluate(self, params_refs: dict[int, ray.ObjectRef], devices: list[int], round_: int) -> dict:
+        """HR@10 / NDCG@10 for the listed hosted devices, each under its group's model."""
+        devices = np.asarray(devices, np.int64)
+        groups = np.array([self.group_of[int(d)] for d in devices], np.int64)
+        hits = np.zeros(len(devices))
+        ndcg = np.zeros(len(devices))
+        for g in np.unique(groups):
+            sel = groups == g
+            h, n = self.fleet.evaluate(devices[sel], ray.get(params_refs[int(g)]), self.specs[int(g)], round_)
+            hits[sel], ndcg[sel] = h, n
+        return {"devices": devices, "groups": groups, "hits": hits, "ndcg": ndcg}
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """Persistent state of every hosted device."""
+        return self.fleet.export_state()
+
+    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore hosted devices' state from a checkpoint."""
+        self.fleet.import_state(arrays)
+
+    def save_local(self, run_dir: str) -> str:
+        """Write hosted devices' private state where only the device side reads it (used by `fedray recommend`)."""
+        import pyarrow.parquet as pq
+
+        out = Path(run_dir) / "devices" / f"host-{self.host_index:04d}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {**self.fleet.export_state(), "_devices": self.fleet.device_ids}
+        pq.write_table(arrays_to_table(arrays), out)
+        return str(out)
+
+
+def load_local_state(run_dir: str | Path) -> dict[int, np.ndarray]:
+    """Private user vectors saved by the device hosts of a finished run, by device id."""
+    import pyarrow.parquet as pq
+
+    users = {}
+    for f in sorted((Path(run_dir) / "devices").glob("host-*.parquet")):
+        for key, value in table_to_arrays(pq.read_table(f)).items():
+            if key.endswith("/user"):
+                users[int(key.split("/")[0])] = value
+    return users

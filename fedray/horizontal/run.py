@@ -1,0 +1,48 @@
+"""Entry for a horizontal run: start the driver actor, drive its rounds with a progress bar, report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ray
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedray.config import to_plain
+from fedray.horizontal.driver import Driver
+from fedray.metrics import plot_curves, summarize, summary_table
+
+
+def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = None, resume: bool = False,
+                   force: bool = False) -> list[dict]:
+    """Run (or resume) every round of a horizontal job; returns the per-group summary rows."""
+    console = console or Console()
+    driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
+    info = ray.get(driver.setup.remote())
+    console.print(f"[bold]{info['devices']} devices[/] on {info['hosts']} device hosts, {info['items']} items")
+    for line in info["log"]:
+        console.print(f"  {line}")
+    start = ray.get(driver.restore.remote(force)) if resume else None
+    for line in ray.get(driver.messages.remote())[len(info["log"]):]:
+        console.print(f"[yellow]{line}[/]")
+    if start is not None:
+        console.print(f"resumed from the checkpoint of round {start}")
+    start = start or 0
+    with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
+        for _ in range(start, cfg.train.rounds):
+            recs = ray.get(driver.run_round.remote())
+            status = "  ".join(
+                f"g{r['group']}: loss {r['train_loss']:.3f}" + (f" HR@10 {r['hr10']:.3f}" if r["hr10"] == r["hr10"] else "")
+                for r in recs)
+            progress.update(task, advance=1, status=status)
+    ray.get(driver.finish.remote())
+    records = ray.get(driver.metrics_table.remote()).to_pylist()
+    rows = summarize(records)
+    console.print(summary_table(rows, f"fedray horizontal run: {run_dir}"))
+    plot_curves(records, Path(run_dir) / "curves.png")
+    (Path(run_dir) / "summary.json").write_text(json.dumps(rows, indent=1))
+    ray.kill(driver)
+    return rows

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from fedray.cli import main
+from fedray.config import ConfigError, config_digest, diff_keys, load_config, result_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides_merge(tmp_path):
+    p = write(tmp_path, "train:\n  rounds: 7\n")
+    cfg = load_config(p, ["train.local_steps=3", "compression.method=none"])
+    assert cfg.train.rounds == 7 and cfg.train.local_steps == 3 and cfg.compression.method == "none"
+
+
+def test_unknown_key_names_key_file_and_allowed(tmp_path):
+    p = write(tmp_path, "train:\n  roundz: 7\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "train.roundz" in msg and str(p) in msg and "rounds" in msg
+
+
+def test_wrong_type_names_key(tmp_path):
+    p = write(tmp_path, "train:\n  rounds: many\n")
+    with pytest.raises(ConfigError, match="train.rounds"):
+        load_config(p)
+
+
+def test_out_of_range_and_bad_choice_list_allowed_values(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["train.rounds=0", "compression.method=zip"])
+    msg = str(e.value)
+    assert "train.rounds=0: must be >= 1" in msg
+    assert "compression.method='zip': allowed values are none, ternary" in msg
+
+
+def test_malformed_yaml_reports_position(tmp_path):
+    p = write(tmp_path, "train:\n  rounds: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+: malformed YAML"):
+        load_config(p)
+
+
+def test_tier_shares_must_sum_to_one():
+    with pytest.raises(ConfigError, match="shares must sum to 1"):
+        load_config(None, ["tiers=[{name: a, share: 0.5}]"])
+
+
+def test_tiers_file_replaces_tiers():
+    cfg = load_config(None, [f"tiers_file={ROOT / 'conf/tiers/three_tier.yaml'}"])
+    assert [t.name for t in cfg.tiers] == ["high", "mid", "low"]
+
+
+def test_digest_ignores_paths_but_not_results():
+    a = load_config(None, ["output_dir=/tmp/x"])
+    b = load_config(None, ["output_dir=/tmp/y"])
+    c = load_config(None, ["train.lr=0.5"])
+    assert config_digest(a) == config_digest(b) != config_digest(c)
+    assert diff_keys(result_config(a), result_config(c)) == ["train.lr"]
+
+
+def test_cli_exits_2_before_creating_run_dir(tmp_path, capsys):
+    p = write(tmp_path, "bogus: 1\n")
+    code = main(["run", str(p), f"output_dir={tmp_path / 'runs'}"])
+    assert code == 2
+    assert "bogus" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_missing_data_path_exits_2(tmp_path, capsys):
+    code = main(["run", str(ROOT / "conf/default.yaml"), f"data.path={tmp_path / 'nope'}", f"output_dir={tmp_path}/r"])
+    assert code == 2
+    assert "data.path" in capsys.readouterr().out
