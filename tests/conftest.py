@@ -18,18 +18,38 @@ def movielens_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One embedded Ray for the session, declaring the tier resources the tests use."""
+def start_local_ray():
+    """The embedded Ray the tests share, declaring the tier resources they use."""
     import ray
 
     from fedray.runtime import TIER_UNITS, tier_resource
 
-    started = False
     if not ray.is_initialized():
         ray.init(num_cpus=2, resources={tier_resource(t): TIER_UNITS for t in TEST_TIERS},
                  include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    """Shut the shared cluster down once, at the end of the session."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """The session's shared local Ray (started on first use, or again after a test that needed its own cluster)."""
+    return start_local_ray()
+
+
+@pytest.fixture
+def own_cluster():
+    """For tests that build their own cluster (multi-node, `ray start`): the shared one is shut down first."""
+    import ray
+
+    ray.shutdown()
+    yield
+    ray.shutdown()
