@@ -24,8 +24,8 @@ class BusinessParty(BusinessCore):
 
 @ray.remote
 class DataProvider(ProviderCore):
-    def __init__(self, name: str, path: str, settings: Settings) -> None:
-        core = ProviderCore.from_file(name, path, settings)
+    def __init__(self, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> None:
+        core = ProviderCore.from_file(name, path, settings, shard)
         self.__dict__.update(core.__dict__)
 
 
@@ -58,10 +58,17 @@ class RayTransport:
 class VerticalDriver:
     """Coordinates and adds ciphertexts; never holds a secret key."""
 
-    def __init__(self, business: Any, providers: dict[str, Any], settings: Settings, seed: int = 0,
+    def __init__(self, business: Any, providers: dict[str, list[Any]], settings: Settings, seed: int = 0,
                  record: bool = False) -> None:
-        self.transport = RayTransport({BUSINESS: business, **providers}, record)
-        self.trainer = Trainer(self.transport, list(providers), settings, seed)
+        """``providers``: {party: [actor handle of each worker]} (one per ``provider_workers``)."""
+        handles = {BUSINESS: business}
+        groups = {}
+        for party, workers in providers.items():
+            keys = [party] if len(workers) == 1 else [f"{party}:{k}" for k in range(len(workers))]
+            handles.update(zip(keys, workers))
+            groups[party] = keys
+        self.transport = RayTransport(handles, record)
+        self.trainer = Trainer(self.transport, groups, settings, seed)
 
     def setup(self) -> dict:
         return self.trainer.setup()

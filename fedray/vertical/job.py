@@ -3,7 +3,11 @@
 Assumes ``ray.init`` was done by the caller (``fedray.runtime``). Writes
 ``RUN_DIR/metrics.parquet`` (iteration, loss, auc, seconds) and each party's own final weights,
 keyed by feature code, to ``RUN_DIR/parties/<party>.parquet`` (the business party's intercept has
-code -1). Each party writes its own file; weights never pass through the driver.
+code -1; with ``vertical.provider_workers`` > 1 a provider's path is a Parquet dataset directory,
+one part per worker, read back whole by ``pyarrow.parquet.read_table``). Each party writes its
+own file; weights never pass through the driver. Snapshots go to
+``RUN_DIR/checkpoints/iteration-NNNNNN/`` every ``vertical.checkpoint_every`` (else
+``checkpoint.every``) iterations; resuming a vertical run from them is not implemented.
 """
 from __future__ import annotations
 
@@ -58,9 +62,11 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
     paths = [str(pathlib.Path(p).resolve()) for p in _get(v, "provider_paths")]
     business = BusinessParty.options(num_cpus=cpus).remote(str(pathlib.Path(_get(v, "business_path")).resolve()),
                                                            settings)
-    providers = {n: DataProvider.options(num_cpus=cpus).remote(n, p, settings) for n, p in zip(names, paths)}
+    workers = int(_get(v, "provider_workers", 1) or 1)
+    providers = {n: [DataProvider.options(num_cpus=cpus).remote(n, p, settings, (k, workers)) for k in range(workers)]
+                 for n, p in zip(names, paths)}
     driver = VerticalDriver.options(num_cpus=cpus).remote(business, providers, settings, seed, record)
-    actors = [driver, business, *providers.values()]
+    actors = [driver, business, *(a for ws in providers.values() for a in ws)]
     try:
         info = ray.get(driver.setup.remote())
         for w in info["warnings"]:

@@ -150,8 +150,11 @@ class BusinessCore(_Party):
         self._psi = BusinessPSI(list(self._ids))
         return self._psi.single
 
-    def psi_match(self, provider: str, double_of_mine: Sequence[bytes], their_single: Sequence[bytes]) -> int:
-        return self._psi.match(provider, double_of_mine, their_single)
+    def psi_receive(self, provider: str, their_single: Sequence[bytes]) -> None:
+        self._psi.receive(provider, their_single)
+
+    def psi_match(self, provider: str, double_of_mine: Sequence[bytes]) -> int:
+        return self._psi.match(provider, double_of_mine)
 
     def psi_finish(self) -> dict[str, np.ndarray]:
         mine, theirs = self._psi.finish(self.s.min_intersection)
@@ -228,10 +231,20 @@ class BusinessCore(_Party):
 
 
 class ProviderCore(_Party):
-    """A data provider: its own features and weights; computes masked encrypted gradients."""
+    """A data provider: its own features and weights; computes masked encrypted gradients.
 
-    def __init__(self, name: str, table: PartyTable, settings: Settings) -> None:
+    ``shard=(k, W)``: this core holds only the k-th of W contiguous column blocks of the party's
+    file (``vertical.provider_workers``), so one provider's gradient work spreads over W processes.
+    All shards belong to the same party; only shard 0 takes part in PSI.
+    """
+
+    def __init__(self, name: str, table: PartyTable, settings: Settings, shard: tuple[int, int] = (0, 1)) -> None:
+        k, workers = shard
+        if not 0 <= k < workers or workers > table.features.shape[1]:
+            raise ValueError(f"{name}: shard {k} of {workers} for {table.features.shape[1]} features")
+        cols = np.array_split(np.arange(table.features.shape[1]), workers)[k]
         self.name = name
+        self.shard = (k, workers)
         self.s = settings
         self.path = table.path
         self.warnings = []
@@ -239,15 +252,15 @@ class ProviderCore(_Party):
         if rep:
             self.warnings.append(rep.message(name, table.path) + "; kept the first row of each")
         self._ids = table.ids[keep]
-        self._X0 = table.features[keep]
-        self.names = table.feature_names
+        self._X0 = np.ascontiguousarray(table.features[keep][:, cols])
+        self.names = [table.feature_names[i] for i in cols]
         self.X = self._X0
-        self._psi = ProviderPSI(list(self._ids))
+        self._psi = ProviderPSI(list(self._ids)) if k == 0 else None
         self.ctx = None
 
     @classmethod
-    def from_file(cls, name: str, path: str, settings: Settings) -> "ProviderCore":
-        return cls(name, read_party(path, settings.id_column, None), settings)
+    def from_file(cls, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> "ProviderCore":
+        return cls(name, read_party(path, settings.id_column, None), settings, shard)
 
     def psi_start(self) -> list[bytes]:
         return self._psi.single()
@@ -352,10 +365,12 @@ class LocalTransport:
 class Trainer:
     """The driver's side of the protocol, independent of how parties are reached."""
 
-    def __init__(self, transport: Transport, providers: list[str], settings: Settings, seed: int = 0,
-                 log: Callable[[str], None] = lambda s: None) -> None:
+    def __init__(self, transport: Transport, providers: list[str] | dict[str, list[str]], settings: Settings,
+                 seed: int = 0, log: Callable[[str], None] = lambda s: None) -> None:
+        """``providers``: transport keys, or {party: [keys of its shards]} (the first does PSI)."""
         self.t = transport
-        self.providers = list(providers)
+        self.groups = dict(providers) if isinstance(providers, dict) else {p: [p] for p in providers}
+        self.providers = [k for keys in self.groups.values() for k in keys]
         self.s = settings
         self.rng = np.random.default_rng(seed)
         self.agg = Aggregator()
@@ -364,24 +379,35 @@ class Trainer:
         self.n = 0
 
     def setup(self) -> dict[str, Any]:
-        t, P = self.t, self.providers
-        warnings = [w for ws in t.get([t.call(k, "take_warnings") for k in [BUSINESS] + P]) for w in ws]
+        t, G = self.t, self.groups
+        P = list(G)  # parties
+        warnings = [w for ws in t.get([t.call(k, "take_warnings") for k in [BUSINESS] + [G[p][0] for p in P]])
+                    for w in ws]
         for w in warnings:
             self.log(f"warning: {w}")
         start = time.perf_counter()
+        # both sides blind their own ids at once, then each blinds the other's points at once
+        own = {p: t.call(G[p][0], "psi_start") for p in P}
         A = t.call(BUSINESS, "psi_start")
-        answers = {p: (t.call(p, "psi_reblind", A), t.call(p, "psi_start")) for p in P}
-        pair_sizes = t.get([t.call(BUSINESS, "psi_match", p, *answers[p]) for p in P])
+        received = [t.call(BUSINESS, "psi_receive", p, own[p]) for p in P]
+        reblinded = {p: t.call(G[p][0], "psi_reblind", A) for p in P}
+        pair_sizes = t.get(received + [t.call(BUSINESS, "psi_match", p, reblinded[p]) for p in P])[len(P):]
         positions = t.get([t.call(BUSINESS, "psi_finish")])[0]
-        self.n = int(sum(t.get([t.call(P[0], "psi_align", positions[P[0]])])))
-        t.get([t.call(p, "psi_align", positions[p]) for p in P[1:]])
+        sizes = t.get([t.call(k, "psi_align", positions[p]) for p in P for k in G[p]])
+        self.n = int(sizes[0])
         psi_s = time.perf_counter() - start
         self.log(f"PSI: {self.n} common ids ({psi_s:.1f} s)")
-        counts = t.get([t.call(p, "feature_count") for p in P])
-        blocks = t.get([t.call(BUSINESS, "assign_codes", list(zip(P, counts)))])[0]
-        t.get([t.call(p, "set_codes", *blocks[p]) for p in P])
+        counts = dict(zip(self.providers, t.get([t.call(k, "feature_count") for k in self.providers])))
+        blocks = t.get([t.call(BUSINESS, "assign_codes", [(p, sum(counts[k] for k in G[p])) for p in P])])[0]
+        done = []
+        for p in P:
+            offset = blocks[p][0]
+            for k in G[p]:
+                done.append(t.call(k, "set_codes", offset, counts[k]))
+                offset += counts[k]
+        t.get(done)
         ctx = t.call(BUSINESS, "public_context")
-        t.get([t.call(p, "set_context", ctx) for p in P])
+        t.get([t.call(k, "set_context", ctx) for k in self.providers])
         self.agg.set_context(t.get([ctx])[0])
         return {"intersection": self.n, "pairwise_intersection": dict(zip(P, map(int, pair_sizes))),
                 "codes": {k: list(v) for k, v in blocks.items()}, "psi_seconds": psi_s, "warnings": warnings}
@@ -415,18 +441,36 @@ class Trainer:
         return {**metrics, "seconds": time.perf_counter() - start}
 
     def save(self, directory: str | Path) -> dict[str, str]:
+        """Each party writes its own weights: DIR/<party>.parquet, a file; or, for a provider with
+        several workers, a Parquet dataset directory with one part-K.parquet per worker."""
         directory = Path(directory)
-        keys = [BUSINESS] + self.providers
-        paths = self.t.get([self.t.call(k, "save_weights", str(directory / f"{k}.parquet")) for k in keys])
-        return dict(zip(keys, paths))
+        refs = [self.t.call(BUSINESS, "save_weights", str(directory / f"{BUSINESS}.parquet"))]
+        for p, keys in self.groups.items():
+            for i, k in enumerate(keys):
+                path = directory / f"{p}.parquet" if len(keys) == 1 else directory / f"{p}.parquet" / f"part-{i}.parquet"
+                refs.append(self.t.call(k, "save_weights", str(path)))
+        self.t.get(refs)
+        return {BUSINESS: str(directory / f"{BUSINESS}.parquet"),
+                **{p: str(directory / f"{p}.parquet") for p in self.groups}}
 
 
 def run_local(business: BusinessCore, providers: list[ProviderCore], settings: Settings, iterations: int,
               seed: int = 0, record: bool = False, log: Callable[[str], None] = lambda s: None):
-    """Whole protocol in one process. Returns (trainer, setup info, per-iteration metrics)."""
-    parties = {BUSINESS: business, **{p.name: p for p in providers}}
+    """Whole protocol in one process. Returns (trainer, setup info, per-iteration metrics).
+
+    Provider cores with the same name are shards (workers) of one party, in shard order.
+    """
+    by_party: dict[str, list[ProviderCore]] = {}
+    for p in providers:
+        by_party.setdefault(p.name, []).append(p)
+    parties: dict[str, Any] = {BUSINESS: business}
+    groups = {}
+    for name, cores in by_party.items():
+        keys = [name] if len(cores) == 1 else [f"{name}:{k}" for k in range(len(cores))]
+        parties.update(zip(keys, cores))
+        groups[name] = keys
     transport = LocalTransport(parties, record=record)
-    trainer = Trainer(transport, [p.name for p in providers], settings, seed, log)
+    trainer = Trainer(transport, groups, settings, seed, log)
     info = trainer.setup()
     history = []
     for it in range(1, iterations + 1):

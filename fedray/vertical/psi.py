@@ -17,6 +17,8 @@ Protocol between the business party B (scalar a) and a provider P (scalar b):
   2. P -> B: Ab = [X25519(b, v) for v in A]          (same order)
              Bb = [X25519(b, H(y)) for y in P's unique ids]
   3. B computes Bba = [X25519(a, v) for v in Bb] and matches Ab against Bba.
+Steps run concurrently where they can: both parties blind their own ids at once, then B blinds
+Bb while P re-blinds A, so the critical path is two blindings per id, not four.
 B learns which of its ids the provider also holds and |P's ids|; P learns nothing in step 2.
 B then tells P which of P's positions are aligned, in the agreed order: ascending by
 B's single-blinded value A (pseudo-random under B's key, so it hides B's file order).
@@ -107,14 +109,19 @@ class BusinessPSI:
         self._theirs: dict[str, dict[bytes, int]] = {}  # provider -> Bba -> provider position
         self.provider_sizes: dict[str, int] = {}
 
-    def match(self, provider: str, double_of_mine: Sequence[bytes], their_single: Sequence[bytes]) -> int:
-        """Record one provider's answer; returns the pairwise intersection size."""
+    def receive(self, provider: str, their_single: Sequence[bytes]) -> None:
+        """Blind a provider's blinded ids (Bb -> Bba). Runs while the provider re-blinds A."""
+        self._theirs[provider] = {v: pos for pos, v in enumerate(self.key.blind(their_single))}
+        self.provider_sizes[provider] = len(their_single)
+
+    def match(self, provider: str, double_of_mine: Sequence[bytes]) -> int:
+        """Record the provider's re-blinded A; returns the pairwise intersection size."""
+        if provider not in self._theirs:
+            raise PSIError(f"{provider}: match before its blinded ids were received")
         if len(double_of_mine) != len(self.ids):
             raise PSIError(f"{provider}: returned {len(double_of_mine)} blinded ids, expected {len(self.ids)}")
-        theirs = {v: pos for pos, v in enumerate(self.key.blind(their_single))}
         self._double[provider] = list(double_of_mine)
-        self._theirs[provider] = theirs
-        self.provider_sizes[provider] = len(their_single)
+        theirs = self._theirs[provider]
         return sum(1 for v in double_of_mine if v in theirs)
 
     def finish(self, min_size: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -128,6 +135,8 @@ class BusinessPSI:
             sizes = ", ".join(f"{p} has {n} ids" for p, n in self.provider_sizes.items())
             raise PSIError(f"PSI: the business party has {len(self.ids)} ids, {sizes}; the intersection has "
                            f"{len(mine)} ids, need at least {min_size} (vertical.min_intersection)")
+        if set(self._double) != set(self._theirs):
+            raise PSIError(f"PSI incomplete: answers from {sorted(self._double)}, ids from {sorted(self._theirs)}")
         theirs = {p: np.asarray([self._theirs[p][self._double[p][i]] for i in mine], dtype=np.int64)
                   for p in self._double}
         return np.asarray(mine, dtype=np.int64), theirs
@@ -152,5 +161,6 @@ def intersect(business_ids: Sequence[str], provider_ids: dict[str, Sequence[str]
     b = BusinessPSI(list(business_ids))
     for name, ids in provider_ids.items():
         p = ProviderPSI(list(ids))
-        b.match(name, p.reblind(b.single), p.single())
+        b.receive(name, p.single())
+        b.match(name, p.reblind(b.single))
     return b.finish(min_size)

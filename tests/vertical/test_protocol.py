@@ -187,3 +187,21 @@ def test_provider_refuses_a_private_context(data_dir):
     secret = ckks.secret_context(SETTINGS.ckks)
     with pytest.raises(ValueError, match="secret key"):
         p.set_context(secret.serialize(save_secret_key=True))
+
+
+def test_provider_workers_split_columns_and_match_single_worker(data_dir, tmp_path):
+    g, h = _load(data_dir, "breast")
+    b1, p1 = BusinessCore(g, SETTINGS), ProviderCore("provider0", h, SETTINGS)
+    run_local(b1, [p1], SETTINGS, 3)
+    b2 = BusinessCore(g, SETTINGS)
+    shards = [ProviderCore("provider0", h, SETTINGS, (k, 3)) for k in range(3)]
+    trainer, info, _ = run_local(b2, shards, SETTINGS, 3)
+    assert [s.feature_count() for s in shards] == [7, 7, 6]
+    assert info["codes"]["provider0"] == [10, 20]
+    assert np.allclose(np.concatenate([s.opt.w for s in shards]), p1.opt.w, atol=1e-6)
+    assert np.allclose(b2.opt.w, b1.opt.w, atol=1e-6)
+    paths = trainer.save(tmp_path)
+    t = pq.read_table(paths["provider0"]).to_pydict()  # a dataset directory, one part per worker
+    assert sorted(t["code"]) == list(range(10, 30))
+    with pytest.raises(ValueError):
+        ProviderCore("p", h, SETTINGS, (3, 3))

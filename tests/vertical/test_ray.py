@@ -40,3 +40,18 @@ def test_ray_run_writes_outputs_and_leaks_no_raw_data(ray_local, data_dir, tmp_p
     cols += list(h.features[positions].T)
     kinds = auditor(msgs, cols, pub, 569)
     assert kinds["ciphertext"] >= 3 * 4 and kinds["psi_point"] >= 3 * 569
+
+
+def test_ray_run_with_two_provider_workers(ray_local, data_dir, tmp_path):
+    from fedray.vertical.job import run_vertical
+
+    v = VerticalConfig(business_path=str(data_dir / "breast_hetero_guest.csv"),
+                       provider_paths=[str(data_dir / "breast_hetero_host.csv")], iterations=2,
+                       provider_workers=2, provider_names=["bank"])
+    cfg = OmegaConf.create({"seed": 1, "vertical": OmegaConf.structured(v)})  # no runtime: 0.25 CPUs
+    summary = run_vertical(cfg, tmp_path / "run", log=lambda s: None)
+    assert summary["codes"] == {"business": [0, 10], "bank": [10, 20]}
+    parts = sorted(p.name for p in (tmp_path / "run" / "parties" / "bank.parquet").iterdir())
+    assert parts == ["part-0.parquet", "part-1.parquet"]
+    assert sorted(pq.read_table(tmp_path / "run" / "parties" / "bank.parquet")["code"].to_pylist()) == list(range(10, 30))
+    assert summary["final_auc"] > 0.98
