@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from fedray.data.vertical import VerticalDataError
 from fedray.vertical.actors import BusinessParty, DataProvider, VerticalDriver
 from fedray.vertical.config import _get
 from fedray.vertical.protocol import BUSINESS, Settings
@@ -42,6 +43,13 @@ def write_metrics(history: list[dict], path: pathlib.Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The party's own exception inside (possibly nested) Ray task errors."""
+    while isinstance(exc, ray.exceptions.RayTaskError) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause
+    return exc
 
 
 def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = print,
@@ -68,7 +76,13 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
     driver = VerticalDriver.options(num_cpus=cpus).remote(business, providers, settings, seed, record)
     actors = [driver, business, *(a for ws in providers.values() for a in ws)]
     try:
-        info = ray.get(driver.setup.remote())
+        try:
+            info = ray.get(driver.setup.remote())
+        except ray.exceptions.RayTaskError as exc:
+            cause = _cause(exc)
+            if isinstance(cause, (VerticalDataError, ValueError)):
+                raise cause from None  # e.g. PSIError (duplicates, empty intersection), bad file
+            raise
         for w in info["warnings"]:
             log(f"warning: {w}")
         log(f"vertical: {info['intersection']} aligned ids; feature codes {info['codes']} "

@@ -103,6 +103,21 @@ def _write_weights(path: str | Path, codes: np.ndarray, weights: np.ndarray) -> 
     return str(path)
 
 
+def _dedup(table: PartyTable, party: str, settings: Settings, warnings: list[str]):
+    """Row positions to keep, and the PSIError to raise at PSI time when duplicates are an error.
+
+    Raised from psi_start rather than the constructor, so that a Ray actor reports it as a
+    method error (with its message) instead of dying in its creation task.
+    """
+    try:
+        keep, rep = dedup(table.ids, party, table.path, settings.duplicates)
+    except PSIError as exc:
+        return np.arange(len(table.ids)), exc
+    if rep:
+        warnings.append(rep.message(party, table.path) + "; kept the first row of each")
+    return keep, None
+
+
 class _Party:
     name: str
     warnings: list[str]
@@ -128,9 +143,7 @@ class BusinessCore(_Party):
         self.s = settings
         self.path = table.path
         self.warnings = []
-        keep, rep = dedup(table.ids, BUSINESS, table.path, settings.duplicates)
-        if rep:
-            self.warnings.append(rep.message(BUSINESS, table.path) + "; kept the first row of each")
+        keep, self._dup_error = _dedup(table, BUSINESS, settings, self.warnings)
         self._ids = table.ids[keep]
         self._X0, self._y0 = table.features[keep], table.labels[keep]
         self.names = table.feature_names
@@ -147,6 +160,8 @@ class BusinessCore(_Party):
 
     # -- PSI --------------------------------------------------------------------------------
     def psi_start(self) -> list[bytes]:
+        if self._dup_error:
+            raise self._dup_error
         self._psi = BusinessPSI(list(self._ids))
         return self._psi.single
 
@@ -248,9 +263,7 @@ class ProviderCore(_Party):
         self.s = settings
         self.path = table.path
         self.warnings = []
-        keep, rep = dedup(table.ids, name, table.path, settings.duplicates)
-        if rep:
-            self.warnings.append(rep.message(name, table.path) + "; kept the first row of each")
+        keep, self._dup_error = _dedup(table, name, settings, self.warnings)
         self._ids = table.ids[keep]
         self._X0 = np.ascontiguousarray(table.features[keep][:, cols])
         self.names = [table.feature_names[i] for i in cols]
@@ -263,6 +276,8 @@ class ProviderCore(_Party):
         return cls(name, read_party(path, settings.id_column, None), settings, shard)
 
     def psi_start(self) -> list[bytes]:
+        if self._dup_error:
+            raise self._dup_error
         return self._psi.single()
 
     def psi_reblind(self, points: Sequence[bytes]) -> list[bytes]:

@@ -34,11 +34,13 @@ from typing import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from fedray.data.vertical import VerticalDataError
+
 DOMAIN = b"fedray/psi/x25519/v1\x00"
 
 
-class PSIError(ValueError):
-    """Alignment failed: duplicate ids, or an empty or too small intersection."""
+class PSIError(VerticalDataError):
+    """Alignment failed: duplicate ids, or an empty or too small intersection (a data problem)."""
 
 
 def hash_to_point(ids: Sequence[str]) -> list[bytes]:

@@ -168,8 +168,8 @@ def test_linear_model(data_dir):
 def test_duplicates_and_disjoint_through_the_parties(data_dir):
     g, h = _load(data_dir, "breast")
     dup = _subset(h, np.r_[np.arange(h.rows), [0, 1, 1]])
-    with pytest.raises(PSIError, match="2 id"):
-        ProviderCore("p", dup, SETTINGS)
+    with pytest.raises(PSIError, match=r"p \(.*breast_hetero_host.csv\): 2 id\(s\) occur more than once"):
+        run_local(BusinessCore(g, SETTINGS), [ProviderCore("p", dup, SETTINGS)], SETTINGS, 1)
     s = replace(SETTINGS, duplicates="keep_first")
     _, info, _ = run_local(BusinessCore(g, s), [ProviderCore("p", dup, s)], s, 1)
     assert info["intersection"] == 569 and any("2 id(s)" in w for w in info["warnings"])

@@ -55,3 +55,15 @@ def test_ray_run_with_two_provider_workers(ray_local, data_dir, tmp_path):
     assert parts == ["part-0.parquet", "part-1.parquet"]
     assert sorted(pq.read_table(tmp_path / "run" / "parties" / "bank.parquet")["code"].to_pylist()) == list(range(10, 30))
     assert summary["final_auc"] > 0.98
+
+
+def test_ray_run_reports_empty_intersection_as_data_error(ray_local, data_dir, tmp_path):
+    from fedray.data.vertical import VerticalDataError
+    from fedray.vertical.job import run_vertical
+
+    host = tmp_path / "host.csv"
+    host.write_text("id,x0\n" + "".join(f"z{i},{i / 10}\n" for i in range(30)))
+    v = VerticalConfig(business_path=str(data_dir / "breast_hetero_guest.csv"), provider_paths=[str(host)])
+    cfg = OmegaConf.create({"seed": 1, "vertical": OmegaConf.structured(v)})
+    with pytest.raises(VerticalDataError, match="the intersection has 0 ids, need at least 10"):
+        run_vertical(cfg, tmp_path / "run", log=lambda s: None)
