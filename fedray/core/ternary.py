@@ -157,12 +157,31 @@ def _check_clip(clip_sigma: float | None) -> None:
         raise ValueError(f"clip_sigma must be a positive finite number, got {clip_sigma!r}")
 
 
-def _digits(flat: np.ndarray, rng: np.random.Generator, clip_sigma: float | None):
+def _threshold_digits(flat: np.ndarray, d: np.ndarray) -> np.float32:
+    """Deterministic ternarization (ternary weight networks): sign where |g| > 0.7 mean|g|, scale = their mean |g|.
+
+    Biased but contractive, so it converges under error feedback where a single stochastic stream would not
+    (used for the driver's broadcast, which no averaging over devices de-noises).
+    """
+    a = np.abs(flat)
+    if not np.isfinite(a).all():
+        raise ValueError("tensor contains non-finite values")
+    keep = a > np.float32(0.7) * a.mean(dtype=np.float32)
+    if not keep.any():
+        return np.float32(0.0)
+    dv = d[:flat.size]
+    dv[keep] = np.where(flat[keep] > 0, 2, 0).astype(np.uint8)
+    return np.float32(a[keep].mean(dtype=np.float64))
+
+
+def _digits(flat: np.ndarray, rng: np.random.Generator, clip_sigma: float | None, rounding: str = "stochastic"):
     """Ternarize a flat float32 array -> (digits uint8 in {0,1,2}, padded to a multiple of 5 with 1s; s)."""
     n = flat.size
     d = np.ones(-(-n // 5) * 5, dtype=np.uint8)
     if n == 0:
         return d, np.float32(0.0)
+    if rounding == "threshold":
+        return d, _threshold_digits(flat, d)
     a = np.abs(flat)
     s = a.max()
     if not np.isfinite(s):
@@ -366,8 +385,14 @@ def encode(
     *,
     clip_sigma: float | None = None,
     mode: str = "auto",
+    rounding: str = "stochastic",
 ) -> tuple[bytes, list[np.ndarray]]:
-    """Ternarize and pack tensors -> (payload bytes, dequantized float32 tensors exactly as the receiver will decode them)."""
+    """Ternarize and pack tensors -> (payload bytes, dequantized float32 tensors exactly as the receiver will decode them).
+
+    rounding "stochastic" is unbiased TernGrad (device updates); "threshold" is deterministic (broadcasts).
+    """
+    if rounding not in ("stochastic", "threshold"):
+        raise ValueError(f"rounding must be 'stochastic' or 'threshold', got {rounding!r}")
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     _check_clip(clip_sigma)
@@ -390,7 +415,7 @@ def encode(
         total += n
         if total > MAX_ELEMENTS:
             raise ValueError(f"payload would exceed {MAX_ELEMENTS} elements")
-        d, s = _digits(flat, rng, clip_sigma)
+        d, s = _digits(flat, rng, clip_sigma, rounding)
         dense_len = d.size // 5
         plan = _sparse_plan(d[:n], shape) if mode != "dense" else None
         if plan is not None and (mode == "sparse" or plan[0] < dense_len):

@@ -17,7 +17,7 @@ import ray
 
 from fedray.checkpoint import CheckpointStore, arrays_to_table
 from fedray.config import config_digest, from_plain
-from fedray.core import clock, fusion, grouping, selection
+from fedray.core import clock, fusion, grouping, selection, ternary
 from fedray.core.grouping import HW_FIELDS
 from fedray.data import load_recdata
 from fedray.horizontal.device import decode_update, stream
@@ -25,7 +25,7 @@ from fedray.horizontal.host import DeviceHost
 from fedray.models.recommender import ModelSpec, init_global, scaled_spec
 from fedray.runtime import TIER_REQUEST, check_tiers, tier_resource
 
-STREAM_SELECT, STREAM_TIERS, STREAM_INIT, STREAM_GROUP = 10, 11, 12, 13
+STREAM_SELECT, STREAM_TIERS, STREAM_INIT, STREAM_GROUP, STREAM_BCAST = 10, 11, 12, 13, 15
 
 
 @dataclass
@@ -39,6 +39,11 @@ class Group:
     opt: fusion.ServerOptimizer
     clock: clock.SimClock
     gflops: float  # median reported compute of its devices
+    replica: dict | None = None  # the model as devices reconstruct it from ternary broadcasts (None: float32)
+
+    def device_model(self) -> dict:
+        """The parameters devices hold: the replica under ternary broadcast, else the global model itself."""
+        return self.params if self.replica is None else self.replica
 
 
 def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> list[np.ndarray]:
@@ -70,19 +75,21 @@ class Driver:
     def setup(self) -> dict:
         """Start device hosts on their tiers' nodes, collect reported hardware, form groups, size their models."""
         cfg = self.cfg
-        check_tiers(t.name for t in cfg.tiers)
         data = load_recdata(cfg.data, cfg.seed)  # the simulation enumerates devices and the item catalogue only
         n_users, n_items = data.n_users, data.n_items
         del data
         tiers = [dict(t) for t in cfg.tiers]
         per_tier = split_by_share(n_users, [t["share"] for t in tiers], stream(cfg.seed, STREAM_TIERS))
+        chunks = [[c for c in np.array_split(devices, max(1, -(-len(devices) // cfg.runtime.devices_per_actor))) if len(c)]
+                  for devices in per_tier]
+        # Fail now, naming the resource, rather than leave device hosts pending forever on a cluster that cannot hold them.
+        check_tiers(self.tier_names, {t["name"]: len(c) * cfg.runtime.actor_cpus for t, c in zip(tiers, chunks) if c},
+                    cfg.runtime.driver_cpus)
         self.hosts, self.host_of = [], np.zeros(n_users, np.int32)
         self.tier_of = np.zeros(n_users, np.int16)
-        for ti, (tier, devices) in enumerate(zip(tiers, per_tier)):
+        for ti, (tier, devices, tier_chunks) in enumerate(zip(tiers, per_tier, chunks)):
             self.tier_of[devices] = ti
-            for chunk in np.array_split(devices, max(1, -(-len(devices) // cfg.runtime.devices_per_actor))):
-                if len(chunk) == 0:
-                    continue
+            for chunk in tier_chunks:
                 self.host_of[chunk] = len(self.hosts)
                 self.hosts.append(DeviceHost.options(
                     num_cpus=cfg.runtime.actor_cpus, resources={tier_resource(tier["name"]): TIER_REQUEST},
@@ -93,6 +100,7 @@ class Driver:
         for rep in reports:
             self.profiles[rep["devices"]] = rep["profiles"]
             self.samples[rep["devices"]] = rep["samples"]
+        self.host_node = [rep.get("node", "") for rep in reports]  # the Ray node each host runs on
         self._form_groups(n_items, tiers)
         self.bytes_float32 = {g.gid: 4 * sum(int(np.prod(s)) for s in g.spec.shapes().values()) for g in self.groups}
         ray.get([h.assign.remote({int(d): g.gid for g in self.groups for d in g.devices},
@@ -124,6 +132,8 @@ class Driver:
                 int(gid), devices, spec, init_global(spec, mc.init_std, stream(self.cfg.seed, STREAM_INIT, int(gid))),
                 fusion.ServerOptimizer(t.server_opt, t.server_lr, t.adam_beta1, t.adam_beta2, t.adam_tau),
                 clock.SimClock(), gflops))
+            if self.cfg.compression.broadcast == "ternary":
+                self.groups[-1].replica = dict(self.groups[-1].params)
             self.log.append(f"group {gid}: {len(devices)} devices, median {gflops:.1f} GFLOP/s, embedding dim {spec.dim}")
 
     def _write_grouping(self) -> None:
@@ -132,7 +142,8 @@ class Driver:
         for g in self.groups:
             group_of[g.devices] = g.gid
         cols = {"device": np.arange(len(self.profiles)), "tier": [self.tier_names[i] for i in self.tier_of],
-                "host": self.host_of, "group": group_of, "samples": self.samples}
+                "host": self.host_of, "node": [self.host_node[h] for h in self.host_of], "group": group_of,
+                "samples": self.samples}
         cols.update({f: self.profiles[:, i] for i, f in enumerate(HW_FIELDS)})
         self.run_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(cols), self.run_dir / "grouping.parquet")
@@ -147,14 +158,21 @@ class Driver:
         for g in self.groups:
             k = selection.participant_count(cfg.train.participants, len(g.devices))
             chosen = selection.select(g.devices, k, cfg.train.over_select, self.rng)
-            ref = ray.put(g.params)  # one broadcast object per group; devices receive the ObjectRef
-            launched.append((g, k, chosen, ref, [self.hosts[self.host_of[d]].train.remote(int(d), ref, r) for d in chosen]))
-        records = [self._collect(g, k, chosen, refs, r) for g, k, chosen, ref, refs in launched]
+            model, down = self._broadcast(g, r)
+            ref = ray.put(model)  # one broadcast object per group; devices receive the ObjectRef
+            launched.append((g, k, chosen, down, [self.hosts[self.host_of[d]].train.remote(int(d), ref, r) for d in chosen]))
+        records = [self._collect(g, k, chosen, refs, r, down) for g, k, chosen, down, refs in launched]
         self.round += 1
         if cfg.grouping.share_across and len(self.groups) > 1:
             shared = fusion.share_overlap([g.params for g in self.groups])
             for g, p in zip(self.groups, shared):
                 g.params = p
+            # Sharing needs every group's round, so the groups move in lockstep: each waits for the slowest
+            # (as in HeteroFL, where all widths train in the same round). Without sharing the clocks stay apart.
+            now = max(g.clock.now for g in self.groups)
+            for g, rec in zip(self.groups, records):
+                g.clock.advance(now - g.clock.now)
+                rec["sim_time_s"] = g.clock.now
         if self.round % cfg.train.eval_every == 0 or self.round == cfg.train.rounds:
             self._evaluate(records, r)
         wall = time.perf_counter() - t0
@@ -165,7 +183,22 @@ class Driver:
             self.checkpoint()
         return records
 
-    def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int) -> dict:
+    def _broadcast(self, g: Group, r: int) -> tuple[dict, int]:
+        """The model devices train from this round, and the bytes each one downloads for it.
+
+        Under ternary broadcast the driver ternarizes (global - replica); the replica advances by exactly what
+        devices decode, so quantization error is carried into the next round's difference (error feedback).
+        The simulation hands hosts the reconstructed replica; bytes down count the ternary payload.
+        """
+        if g.replica is None:
+            return g.params, self.bytes_float32[g.gid]
+        names = list(g.params)
+        payload, sent = ternary.encode([g.params[k] - g.replica[k] for k in names], stream(self.cfg.seed, STREAM_BCAST, r, g.gid),
+                                       mode=self.cfg.compression.mode, rounding="threshold")
+        g.replica = {k: (g.replica[k] + s).astype(np.float32) for k, s in zip(names, sent)}
+        return g.replica, len(payload)
+
+    def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int, down: int) -> dict:
         """Wait for a group's updates, accept the first K by simulated arrival, decode, fuse and step."""
         cfg = self.cfg
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=cfg.runtime.round_timeout_s)
@@ -179,7 +212,6 @@ class Driver:
                 failures += 1
         devices = np.array([res["device"] for res in results], np.int64)
         bytes_up = np.array([len(res["payload"]) for res in results], np.float64)
-        down = float(self.bytes_float32[g.gid])
         gi = [HW_FIELDS.index(f) for f in ("gflops", "up_mbps", "down_mbps")]
         prof = self.profiles[devices][:, gi] if len(devices) else np.zeros((0, 3))
         t = cfg.train
@@ -227,7 +259,7 @@ class Driver:
         devices = np.arange(len(self.host_of))
         if n_eval and n_eval < len(devices):
             devices = np.sort(stream(self.cfg.seed, 14).choice(devices, n_eval, replace=False))
-        refs = {g.gid: ray.put(g.params) for g in self.groups}
+        refs = {g.gid: ray.put(g.device_model()) for g in self.groups}
         calls = [self.hosts[h].evaluate.remote(refs, devices[self.host_of[devices] == h].tolist(), r)
                  for h in np.unique(self.host_of[devices])]
         outs = ray.get(calls, timeout=self.cfg.runtime.round_timeout_s)
@@ -262,6 +294,8 @@ class Driver:
         for g in self.groups:
             files[f"group-{g.gid}"] = arrays_to_table(g.params)
             files[f"optimizer-{g.gid}"] = arrays_to_table(g.opt.state())
+            if g.replica is not None:
+                files[f"replica-{g.gid}"] = arrays_to_table(g.replica)
         states = ray.get([h.export_state.remote() for h in self.hosts])
         files["devices"] = arrays_to_table({k: v for s in states for k, v in s.items()})
         files["metrics"] = self.metrics_table() if self.records else pa.table({"round": pa.array([], pa.int64())})
@@ -278,6 +312,8 @@ class Driver:
         for g in self.groups:
             g.params = ckpt.arrays(f"group-{g.gid}")
             g.opt.load_state(ckpt.arrays(f"optimizer-{g.gid}"))
+            if g.replica is not None:
+                g.replica = ckpt.arrays(f"replica-{g.gid}")
             g.clock = clock.SimClock.from_state(ckpt.rng_states["clocks"][str(g.gid)])
         self.rng.bit_generator.state = ckpt.rng_states["select"]
         devices = ckpt.arrays("devices")

@@ -475,3 +475,20 @@ def test_payload_error_pickles():
     assert isinstance(e, PayloadError) and e.reason == "checksum" and "crc32" in str(e)
     with pytest.raises(ValueError):
         PayloadError("nonsense")
+
+
+def test_threshold_rounding_is_deterministic_and_contracts_under_error_feedback():
+    """The broadcast quantizer: same bytes whatever the generator, and a replica that tracks a drifting model."""
+    rng = np.random.default_rng(0)
+    model = np.zeros((100, 16), np.float32)
+    replica = model.copy()
+    for r in range(40):
+        rows = rng.choice(100, 20, replace=False)
+        model[rows] += rng.normal(0, 0.5, (20, 16)).astype(np.float32)
+        a, sent = encode([model - replica], np.random.default_rng(r), rounding="threshold")
+        b, _ = encode([model - replica], np.random.default_rng(r + 1000), rounding="threshold")
+        assert a == b
+        np.testing.assert_array_equal(decode(a, [model.shape])[0], sent[0])
+        replica = replica + sent[0]
+    err = np.sqrt(np.mean((model - replica) ** 2))
+    assert err < 0.3 * np.sqrt(np.mean(model ** 2))

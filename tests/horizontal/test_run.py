@@ -50,3 +50,14 @@ def test_float_fedavg_and_fedadam_run(ray_local, tmp_path):
     m = pq.read_table(run / "metrics.parquet").to_pylist()
     assert all(r["bytes_up"] == r["bytes_up_float32"] for r in m)
     assert np.isfinite(pq.read_table(run / "models/group-0.parquet").num_rows)
+
+
+@pytest.mark.ray
+def test_ternary_broadcast_cuts_download_and_still_learns(ray_local, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", str(ROOT / "conf/default.yaml"), *SMALL, "train.rounds=8", "compression.broadcast=ternary",
+                 f"run_dir={run}"]) == 0
+    m = pq.read_table(run / "metrics.parquet").to_pylist()
+    float_down = 16 * 4 * (200 * 32 + 200)  # 16 devices x float32 model (item table + biases), upper bound
+    assert all(0 < r["bytes_down"] < float_down / 16 for r in m)  # 1.6 bits/element dense, plus headers
+    assert [r["hr10"] for r in m if r["hr10"] == r["hr10"]][-1] > 0.2
