@@ -57,7 +57,7 @@ def _median_time(fn, reps: int) -> float:
     return float(np.median(times))
 
 
-def codec_table(reps: int = 7, modes: tuple[str, ...] = ("dense", "auto")) -> list[dict]:
+def codec_table(reps: int = 7, modes: tuple[str, ...] = ("dense", "auto", "rows")) -> list[dict]:
     """Measure size and single-core encode/decode throughput per workload and mode -> table rows."""
     rows = []
     for label, g, clip in _cases():

@@ -97,7 +97,7 @@ class CompressionConfig:
     update: str = "delta"  # delta (model difference) | gradient
     clip_sigma: Optional[float] = 2.5  # scaler c*sigma after clipping (TernGrad); null: s = max|g|
     error_feedback: bool = True
-    mode: str = "auto"  # auto | dense | sparse
+    mode: str = "rows"  # rows (per-row scales for embedding tables) | auto | dense | sparse
     broadcast: str = "float32"  # float32 | ternary
 
 
@@ -153,7 +153,7 @@ CHOICES = {
     "train.server_opt": ("sgd", "fedadam"),
     "compression.method": ("none", "ternary"),
     "compression.update": ("delta", "gradient"),
-    "compression.mode": ("auto", "dense", "sparse"),
+    "compression.mode": ("auto", "dense", "sparse", "rows"),
     "compression.broadcast": ("float32", "ternary"),
     "grouping.method": ("none", "thresholds", "kmeans"),
     "grouping.by": ("cores", "memory_gb", "gflops", "up_mbps", "down_mbps", "availability"),

@@ -52,6 +52,18 @@ tensors of rank >= 2, block = shape[-1] and prod(shape[1:]) (the rows of an embe
 with a near-optimal Rice parameter k each, and keeps the smallest. ``mode="auto"`` keeps, per
 tensor, whichever of dense and sparse is smaller (dense on ties).
 
+mode 2, rows body (rank >= 2 only; per-row scales, for embedding tables where a device touches
+few rows of very different magnitudes). R = dims[0] rows of C = elements / R trits::
+
+    bitmap  := ceil(R / 8) bytes, bit r (LSB-first) set iff row r is listed; padding bits zero
+    scales  := m float16 (IEEE binary16) row scales of the m listed rows, each finite and > 0
+    trits   := the m * C trits of the listed rows, row-major, dense-packed as in mode 0
+
+Unlisted rows are all zero. The tensor header's scale holds the largest row scale. Each row's
+scale is its own max|g| (or c * RMS of its nonzero entries after clipping), rounded up to the
+next float16 so the quantizer stays unbiased for the clipped row. ``mode="rows"`` uses this for
+every tensor of rank >= 2 and ``auto`` for the others.
+
 Decoder checks, in order
 ------------------------
 1. header structure: magic, flags, mode, ndim <= 32, prod(dims) == elements, element caps
@@ -97,7 +109,8 @@ MAX_NDIM = 32
 MAX_BLOCK = 1 << 16  # largest block the encoder uses in sparse mode
 MODE_DENSE = 0
 MODE_SPARSE = 1
-_MODES = ("auto", "dense", "sparse")
+MODE_ROWS = 2
+_MODES = ("auto", "dense", "sparse", "rows")
 
 _HEAD = struct.Struct("<2sBBI")  # magic, version, flags, count
 _THEAD = struct.Struct("<BBfQQ")  # ndim, mode, scale, elements, body_len
@@ -122,6 +135,7 @@ REASONS = frozenset(
 _LUT_I8 = ((np.arange(243)[:, None] // 3 ** np.arange(5)) % 3 - 1).astype(np.int8)
 _LUT_F32 = _LUT_I8.astype(np.float32)
 _EMPTY_U8 = np.zeros(0, dtype=np.uint8)
+_DIGIT_F32 = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # digit -> trit value
 
 
 class PayloadError(ValueError):
@@ -415,9 +429,15 @@ def encode(
         total += n
         if total > MAX_ELEMENTS:
             raise ValueError(f"payload would exceed {MAX_ELEMENTS} elements")
+        if mode == "rows" and len(shape) >= 2 and rounding == "stochastic":
+            body, s, out = _encode_rows(flat, shape, rng, clip_sigma)
+            headers.append(_THEAD.pack(len(shape), MODE_ROWS, s, n, len(body)) + struct.pack(f"<{len(shape)}I", *shape))
+            bodies.append(body)
+            deq.append(out.reshape(shape))
+            continue
         d, s = _digits(flat, rng, clip_sigma, rounding)
         dense_len = d.size // 5
-        plan = _sparse_plan(d[:n], shape) if mode != "dense" else None
+        plan = _sparse_plan(d[:n], shape) if mode != "dense" else None  # "rows" falls back to auto here
         if plan is not None and (mode == "sparse" or plan[0] < dense_len):
             body = _build_sparse(d[:n], plan)
             tmode = MODE_SPARSE
@@ -442,6 +462,68 @@ def encode(
         crc = zlib.crc32(p, crc)
     parts.append(_CRC.pack(crc))
     return b"".join(parts), deq
+
+
+def _encode_rows(flat: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator,
+                 clip_sigma: float | None) -> tuple[bytes, np.float32, np.ndarray]:
+    """Mode 2: per-row scaled stochastic ternarization -> (body, largest row scale, dequantized flat)."""
+    n = flat.size
+    rows = shape[0]
+    cols = n // rows if rows else 0
+    u = rng.random(n, dtype=np.float32)  # n draws whatever the values, as in the other modes
+    g = flat.reshape(rows, cols)
+    a = np.abs(g)
+    s = a.max(axis=1) if cols else np.zeros(rows, np.float32)
+    if not np.isfinite(s).all():
+        raise ValueError("tensor contains non-finite values")
+    if clip_sigma is not None and cols:
+        nnz = np.maximum(np.count_nonzero(g, axis=1), 1)
+        sc = np.float32(clip_sigma) * np.sqrt(np.einsum("ij,ij->i", g, g) / nnz).astype(np.float32)
+        s = np.where((sc > 0) & (sc < s), sc, s).astype(np.float32)
+    s16 = s.astype(np.float16)
+    low = s16.astype(np.float32) < s
+    s16[low] = np.nextafter(s16[low], np.float16(np.inf))
+    if not np.isfinite(s16).all():
+        raise ValueError("a row scale exceeds the float16 range of mode 'rows'")
+    scale = s16.astype(np.float32)
+    listed = scale > 0
+    sub_s = scale[listed][:, None]
+    nz = np.minimum(a[listed], sub_s) > u.reshape(rows, cols)[listed] * sub_s
+    digits = np.ones(-(-nz.size // 5) * 5, np.uint8)
+    dv = digits[:nz.size]
+    dv += (nz & (g[listed] > 0)).ravel().view(np.uint8)
+    dv -= (nz & (g[listed] < 0)).ravel().view(np.uint8)
+    out = np.zeros((rows, cols), np.float32)
+    if nz.size:
+        out[listed] = np.take(_DIGIT_F32, dv).reshape(-1, cols) * sub_s
+    body = b"".join([np.packbits(listed, bitorder="little").tobytes(), s16[listed].tobytes(),
+                     _pack_dense(digits).tobytes()])
+    return body, np.float32(scale.max() if rows else 0.0), out.reshape(-1)
+
+
+def _decode_rows(body: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarray:
+    """Mode 2 body -> flat float32 values; validates the bitmap, the row scales and the trits."""
+    rows = shape[0]
+    cols = n // rows if rows else 0
+    nb = -(-rows // 8)
+    bits = np.unpackbits(body[:nb], bitorder="little")
+    if bits[rows:].any():
+        raise PayloadError("bad_index", "nonzero padding bits in the row bitmap")
+    listed = bits[:rows].astype(bool)
+    m = int(listed.sum())
+    want = nb + 2 * m + -(-(m * cols) // 5)
+    if body.size < want:
+        raise PayloadError("truncated", f"rows body has {body.size} bytes, its bitmap needs {want}")
+    if body.size > want:
+        raise PayloadError("overlong", f"rows body has {body.size} bytes, its bitmap needs {want}")
+    scale = body[nb:nb + 2 * m].view(np.float16).astype(np.float32)
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise PayloadError("bad_scale", "row scale not finite and positive")
+    out = np.zeros((rows, cols), np.float32)
+    if m and cols:
+        trits = _unpack_dense(body[nb + 2 * m:], m * cols, np.float32(1.0)).reshape(m, cols)
+        out[listed] = trits * scale[:, None]
+    return out.reshape(-1)
 
 
 def _parse(payload) -> tuple[memoryview, list[tuple], int]:
@@ -497,6 +579,11 @@ def _parse(payload) -> tuple[memoryview, list[tuple], int]:
         elif tmode == MODE_SPARSE:
             if blen < _SPHEAD.size:
                 raise PayloadError("truncated", "sparse body shorter than its sub-header")
+        elif tmode == MODE_ROWS:
+            if ndim < 2:
+                raise PayloadError("bad_header", "rows mode needs a tensor of rank >= 2")
+            if blen < -(-shape[0] // 8):
+                raise PayloadError("truncated", "rows body shorter than its bitmap")
         else:
             raise PayloadError("bad_header", f"unknown mode {tmode}")
         body_total += blen
@@ -533,6 +620,8 @@ def decode(payload: bytes, shapes: Sequence[tuple[int, ...]] | None = None) -> l
         s32 = np.float32(s)
         if tmode == MODE_DENSE:
             out = _unpack_dense(body, n, s32)
+        elif tmode == MODE_ROWS:
+            out = _decode_rows(body, shape, n)
         else:
             out = _decode_sparse(body, n, s32)
         outs.append(out.reshape(shape))

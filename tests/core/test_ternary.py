@@ -21,7 +21,8 @@ from fedray.core.ternary import (
     ternarize,
 )
 
-MODES = ("dense", "sparse", "auto")
+MODES = ("dense", "sparse", "auto", "rows")
+SHARED_DRAW_MODES = ("dense", "sparse", "auto")  # one scale per tensor: identical trits
 HEAD = 8  # magic(2) version(1) flags(1) count(4)
 THEAD = 22  # ndim(1) mode(1) scale(4) elements(8) body_len(8), then dims u32 * ndim
 
@@ -55,7 +56,7 @@ kinds_st = st.sampled_from(["normal", "rows", "zeros", "spiky"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=st.lists(st.tuples(shapes_st, kinds_st), min_size=0, max_size=5),
-    mode=st.sampled_from(MODES),
+    mode=st.sampled_from(SHARED_DRAW_MODES),
     clip=st.sampled_from([None, 2.5, 0.5]),
     seed=st.integers(0, 2**32 - 1),
 )
@@ -108,13 +109,13 @@ def test_modes_share_draws_and_auto_is_smallest():
     sizes = {}
     for t_i, t in enumerate(tensors):
         got = {}
-        for mode in MODES:
+        for mode in SHARED_DRAW_MODES:
             p, deq = encode([t], np.random.default_rng(5), mode=mode)
             got[mode] = (len(p), deq[0])
         np.testing.assert_array_equal(got["dense"][1], got["sparse"][1])
         np.testing.assert_array_equal(got["dense"][1], got["auto"][1])
         assert got["auto"][0] == min(got["dense"][0], got["sparse"][0])
-        sizes[t_i] = {m: got[m][0] for m in MODES}
+        sizes[t_i] = {m: got[m][0] for m in SHARED_DRAW_MODES}
     assert sizes[1]["sparse"] < sizes[1]["dense"]  # mostly-zero rows: sparse wins
     assert sizes[2]["sparse"] < sizes[2]["dense"]
 
@@ -393,7 +394,7 @@ def test_forged_corruptions_never_escape(which, data):
 # --------------------------------------------------------------------------- error feedback
 
 
-@pytest.mark.parametrize("mode,clip", [("auto", None), ("dense", 2.5), ("sparse", None)])
+@pytest.mark.parametrize("mode,clip", [("auto", None), ("dense", 2.5), ("sparse", None), ("rows", 2.5)])
 def test_error_feedback_conserves_mass(mode, clip):
     rng = np.random.default_rng(21)
     data_rng = np.random.default_rng(22)
@@ -492,3 +493,74 @@ def test_threshold_rounding_is_deterministic_and_contracts_under_error_feedback(
         replica = replica + sent[0]
     err = np.sqrt(np.mean((model - replica) ** 2))
     assert err < 0.3 * np.sqrt(np.mean(model ** 2))
+
+
+def _rows_update(seed: int = 0) -> np.ndarray:
+    """An embedding-table update: few touched rows with magnitudes spread over orders of magnitude."""
+    rng = np.random.default_rng(seed)
+    g = np.zeros((500, 16), np.float32)
+    rows = rng.choice(500, 40, replace=False)
+    g[rows] = rng.normal(0, 1, (40, 16)) * rng.lognormal(0, 1.5, (40, 1))
+    return g
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=st.lists(st.tuples(shapes_st, kinds_st), min_size=0, max_size=4),
+       clip=st.sampled_from([None, 2.5]), seed=st.integers(0, 2**32 - 1))
+def test_rows_mode_roundtrip_any_shapes(specs, clip, seed):
+    tensors = [make(kind, shape, seed + i) for i, (shape, kind) in enumerate(specs)]
+    payload, deq = encode(tensors, np.random.default_rng(seed), clip_sigma=clip, mode="rows")
+    out = decode(payload, [t.shape for t in tensors])
+    for t, o, q in zip(tensors, out, deq):
+        np.testing.assert_array_equal(o, q)
+        assert o.dtype == np.float32 and o.shape == t.shape
+        assert np.all(o * np.sign(t) >= 0)  # a nonzero value has the sign of g
+        if t.ndim >= 2 and t.size:
+            rows = o.reshape(t.shape[0], -1)
+            for r in rows:  # one magnitude per row
+                assert len(np.unique(np.abs(r[r != 0]))) <= 1
+
+
+def test_rows_mode_is_unbiased_per_row():
+    g = _rows_update()[:60]
+    g = g[np.abs(g).sum(1) > 0]
+    draws = np.stack([encode([g], np.random.default_rng(i), mode="rows")[1][0] for i in range(3000)])
+    scale = np.abs(draws).max(0).max(1, keepdims=True)  # the (float16-rounded) row scales
+    assert (scale >= np.abs(g).max(1, keepdims=True)).all()
+    se = np.sqrt((scale * np.abs(g) - g * g) / len(draws))
+    assert (np.abs(draws.mean(0) - g) <= 5 * se + 1e-6).all()
+
+
+def test_rows_mode_has_lower_error_than_one_scale_on_uneven_rows():
+    g = _rows_update(1)
+    err = {m: np.mean([np.sum((encode([g], np.random.default_rng(i), mode=m)[1][0] - g) ** 2) for i in range(20)])
+           for m in ("auto", "rows")}
+    assert err["rows"] < 0.5 * err["auto"]
+    payload, _ = encode([g], np.random.default_rng(0), mode="rows")
+    assert 8 * len(payload) / g.size < 1.6  # still below the dense bound on a sparse table
+
+
+def test_rows_mode_rejects_malformed_bodies():
+    g = _rows_update(2)
+    payload, _ = encode([g], np.random.default_rng(0), mode="rows")
+    body = HEAD + THEAD + 4 * 2  # first body byte: the row bitmap
+
+    def fix_crc(b: bytearray) -> bytes:
+        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+        return bytes(b)
+
+    bad = bytearray(payload)
+    bad[body + 62] |= 0x80  # a padding bit of the 500-row bitmap (bits 500..503 live in byte 62)
+    with pytest.raises(PayloadError) as e:
+        decode(fix_crc(bad), [g.shape])
+    assert e.value.reason == "bad_index"
+    bad = bytearray(payload)
+    bad[body + 63:body + 65] = np.array([np.inf], np.float16).tobytes()  # first row scale
+    with pytest.raises(PayloadError) as e:
+        decode(fix_crc(bad), [g.shape])
+    assert e.value.reason == "bad_scale"
+    bad = bytearray(payload)
+    bad[body] ^= 0x01  # list or unlist row 0: the body no longer matches the bitmap
+    with pytest.raises(PayloadError) as e:
+        decode(fix_crc(bad), [g.shape])
+    assert e.value.reason in ("truncated", "overlong")

@@ -1,4 +1,4 @@
-"""Fixtures for the vertical tests: the shared local Ray cluster and a message auditor."""
+"""Fixtures for the vertical tests: the shared data and a message auditor (Ray comes from tests/conftest.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,19 +7,6 @@ import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vertical"
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
