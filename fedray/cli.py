@@ -148,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     from fedray.checkpoint import CheckpointError
     from fedray.data import DataError
     from fedray.data.vertical import VerticalDataError
+    from fedray.runtime import ClusterError
 
     try:
         return args.func(args, console)
-    except (ConfigError, DataError, VerticalDataError, CheckpointError) as e:
+    except (ConfigError, DataError, VerticalDataError, CheckpointError, ClusterError) as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return EXIT_USAGE
 

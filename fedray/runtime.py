@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import ray
 
@@ -33,11 +33,35 @@ def start(address: str | None, tier_names: Iterable[str], num_cpus: int | None =
     return True
 
 
-def check_tiers(tier_names: Iterable[str]) -> None:
-    """Fail fast, naming the resource, when no node of the cluster declares a tier's resource."""
-    have = ray.cluster_resources()
-    missing = [tier_resource(n) for n in tier_names if have.get(tier_resource(n), 0) < TIER_REQUEST]
+def check_tiers(tier_names: Iterable[str], host_cpus: Mapping[str, float] | None = None,
+                driver_cpus: float = 0.0) -> None:
+    """Fail fast, naming the resource, when the cluster cannot host a tier's device hosts.
+
+    Without `host_cpus` it checks that some live node declares each tier's resource. With `host_cpus`
+    (tier name -> CPUs its device hosts ask for in all) it also checks that the nodes declaring a tier
+    have that many CPUs, and that the whole cluster has them plus `driver_cpus`: otherwise Ray would
+    leave the surplus actors pending forever and the run would hang instead of failing. The check is on
+    declared capacity, not on what other jobs use now, so it never refuses a run that could ever start.
+    """
+    names = list(tier_names)
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+    missing = [tier_resource(n) for n in names if not any(r.get(tier_resource(n), 0) >= TIER_REQUEST for r in nodes)]
     if missing:
         raise ClusterError(
             f"no node in the Ray cluster declares {', '.join(missing)}; start a node for it with "
             f"`ray start --address=HEAD:6379 --resources='{{\"{missing[0]}\": {TIER_UNITS}}}'`")
+    if not host_cpus:
+        return
+    hint = "raise runtime.devices_per_actor or lower runtime.actor_cpus"
+    for name, need in host_cpus.items():
+        have = sum(r.get("CPU", 0.0) for r in nodes if r.get(tier_resource(name), 0) >= TIER_REQUEST)
+        if need > have + 1e-9:
+            raise ClusterError(
+                f"the device hosts of tier {name!r} need {need:g} CPUs but the nodes declaring "
+                f"{tier_resource(name)} have {have:g}; add CPUs to those nodes or {hint}")
+    need = sum(host_cpus.values()) + driver_cpus
+    have = sum(r.get("CPU", 0.0) for r in nodes)
+    if need > have + 1e-9:
+        raise ClusterError(
+            f"the run needs {need:g} CPUs ({sum(host_cpus.values()):g} for device hosts, {driver_cpus:g} for the "
+            f"driver) but the Ray cluster has {have:g}; {hint} (or declare more with runtime.num_cpus)")

@@ -41,15 +41,17 @@ def _check_profiles(profiles: np.ndarray) -> np.ndarray:
     return p
 
 
-def _log_standardise(profiles: np.ndarray) -> np.ndarray:
-    """Log-scale every column, then standardise it to mean 0 / std 1 (constant columns -> 0)."""
+def _log_scale(profiles: np.ndarray) -> np.ndarray:
+    """Log-scale every column and centre it (mean 0); no division by the column's spread.
+
+    In log space a 2x difference weighs the same in every field, and tiers differ by ratios. Dividing
+    each column by its std would instead give a field that carries only per-device noise (say every tier
+    reports the same memory) as much weight as gflops, and k-means would then split tiers on that noise.
+    """
     x = np.log(np.maximum(profiles, _TINY))
     if len(x) == 0:
         return x
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    return (x - mu) / sd
+    return x - x.mean(axis=0)
 
 
 def _sq_dists(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -173,7 +175,7 @@ def _kmeans_once(z: np.ndarray, k: int, rng: np.random.Generator, iters: int) ->
 def group_kmeans(
     profiles: np.ndarray, k: int, rng: np.random.Generator, iters: int = 50, *, n_init: int = 4
 ) -> np.ndarray:
-    """k-means (k-means++ init) on log-scaled standardised profiles; labels ordered so 0 = highest mean gflops.
+    """k-means (k-means++ init) on log-scaled profiles; labels ordered so 0 = highest mean gflops.
 
     Runs ``n_init`` restarts and keeps the one with the lowest inertia (first on ties). Log
     scale because hardware spans orders of magnitude (5 vs 200 GFLOP/s) and ratios, not
@@ -188,7 +190,7 @@ def group_kmeans(
         raise ValueError(f"n_init must be >= 1, got {n_init}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    z = _log_standardise(p)
+    z = _log_scale(p)
     best, best_inertia = None, np.inf
     for _ in range(n_init):
         labels, inertia = _kmeans_once(z, k, rng, iters)
@@ -200,7 +202,7 @@ def group_kmeans(
 def merge_small_groups(
     labels: np.ndarray, profiles: np.ndarray, min_size: int = 3
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Merge groups smaller than min_size into the nearest group (centroid distance in the same log-standardised space); relabel 0..G-1 keeping order by gflops; returns (labels, [(from_group, into_group), ...]) so the run log can say so.
+    """Merge groups smaller than min_size into the nearest group (centroid distance in the same log-scaled space); relabel 0..G-1 keeping order by gflops; returns (labels, [(from_group, into_group), ...]) so the run log can say so.
 
     Merges happen one at a time, smallest group first (ties: lower label), and centroids are
     recomputed after each merge. The pairs use the *input* labels (a group absorbed earlier
@@ -214,7 +216,7 @@ def merge_small_groups(
     if lab.size and not np.issubdtype(lab.dtype, np.integer):
         raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
     lab = lab.astype(np.int64, copy=True)
-    z = _log_standardise(p)
+    z = _log_scale(p)
     merges: list[tuple[int, int]] = []
     while True:
         groups, inverse, sizes = np.unique(lab, return_inverse=True, return_counts=True)

@@ -35,8 +35,9 @@ class DeviceHost:
         self.specs: dict[int, ModelSpec] = {}
 
     def report(self) -> dict:
-        """Device ids, their reported hardware profiles and sample counts (what the driver groups by)."""
-        return {"devices": self.fleet.device_ids, "profiles": self.profiles, "samples": self.fleet.sample_counts()}
+        """Device ids, their reported hardware profiles and sample counts (what the driver groups by), and the node id."""
+        return {"devices": self.fleet.device_ids, "profiles": self.profiles, "samples": self.fleet.sample_counts(),
+                "node": ray.get_runtime_context().get_node_id()}
 
     def assign(self, group_of: Mapping[int, int], specs: Mapping[int, ModelSpec]) -> None:
         """Learn which group (and so which model shape) each hosted device trains."""

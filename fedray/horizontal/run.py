@@ -12,14 +12,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedray.config import to_plain
 from fedray.horizontal.driver import Driver
 from fedray.metrics import plot_curves, summarize, summary_table
+from fedray.runtime import ClusterError, check_tiers
 
 
 def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = None, resume: bool = False,
                    force: bool = False) -> list[dict]:
     """Run (or resume) every round of a horizontal job; returns the per-group summary rows."""
     console = console or Console()
+    check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
     driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
-    info = ray.get(driver.setup.remote())
+    try:
+        info = ray.get(driver.setup.remote())
+    except ray.exceptions.RayTaskError as e:
+        ray.kill(driver)
+        if isinstance(e.cause, ClusterError):  # the driver's capacity check: surface its message, not a traceback
+            raise e.cause from None
+        raise
     console.print(f"[bold]{info['devices']} devices[/] on {info['hosts']} device hosts, {info['items']} items")
     for line in info["log"]:
         console.print(f"  {line}")

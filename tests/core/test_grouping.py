@@ -59,6 +59,16 @@ def test_kmeans_recovers_three_clusters(seed):
     assert np.array_equal(labels, expected)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_kmeans_is_not_split_by_fields_that_carry_only_noise(seed):
+    """Tiers alike in cores, memory and availability (only per-device noise there) still come apart by speed."""
+    rng = np.random.default_rng(seed)
+    same = dict(cores=4, memory_gb=8, availability=1.0)
+    tiers = [{**same, "gflops": g, "up_mbps": g / 2, "down_mbps": g} for g in (200.0, 40.0, 5.0)]
+    prof, tier = draw_profiles(tiers, [0.25, 0.25, 0.5], 40, rng)
+    assert np.array_equal(group_kmeans(prof, 3, rng), tier)
+
+
 def test_kmeans_labels_ordered_by_mean_gflops_and_deterministic():
     prof, _ = draw_profiles([HIGH, MID, LOW], [0.3, 0.3, 0.4], 200, np.random.default_rng(3), spread=0.4)
     a = group_kmeans(prof, 4, np.random.default_rng(11))

@@ -1,0 +1,189 @@
+"""Hardware tiers on real Ray clusters: placement by tier resource, fail-fast checks, grouping, per-group models."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from fedray.cli import main
+from fedray.runtime import TIER_UNITS, tier_resource
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["data.synthetic.n_users=40", "data.synthetic.n_items=300", "data.synthetic.mean_interactions=20",
+        "train.participants=4", "train.local_steps=2", "train.rounds=2", "train.eval_every=2",
+        "train.personalize_steps=2", "model.dim=16", "runtime.devices_per_actor=40", "checkpoint.every=0",
+        "grouping.method=thresholds", "grouping.thresholds=[20.0,100.0]", "grouping.min_size=3"]
+
+
+def _tier(name: str, share: float, gflops: float, width: float) -> dict:
+    """Slower compute comes with slower links and longer latency, as in conf/tiers/three_tier.yaml."""
+    return {"name": name, "share": share, "gflops": gflops, "width": width, "up_mbps": gflops / 2,
+            "down_mbps": gflops, "latency_ms": 4000.0 / gflops}
+
+
+def three_tiers(tmp_path: Path) -> Path:
+    """high / mid / low, far enough apart that thresholds 20 and 100 GFLOP/s separate them."""
+    path = tmp_path / "tiers.yaml"
+    path.write_text(yaml.safe_dump({"tiers": [_tier("high", 0.25, 200.0, 1.0), _tier("mid", 0.25, 40.0, 0.5),
+                                              _tier("low", 0.5, 5.0, 0.25)]}))
+    return path
+
+
+def _run(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[int, Path]:
+    run = tmp_path / name
+    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", f"tiers_file={three_tiers(tmp_path)}",
+                 *TINY, f"run_dir={run}", *overrides])
+    return code, run
+
+
+def _shutdown(cluster) -> None:
+    """Disconnect this process first: Cluster refuses to remove the node a connected driver uses."""
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_tiered_conf_and_three_tier_file_load(monkeypatch):
+    """conf/tiered.yaml with its tiers file (paths relative to the repository root, as documented)."""
+    from fedray.config import load_config
+
+    monkeypatch.chdir(ROOT)
+    cfg = load_config("conf/tiered.yaml", ["data.path=null"])
+    assert [(t.name, t.width) for t in cfg.tiers] == [("high", 1.0), ("mid", 0.5), ("low", 0.25)]
+    assert sum(t.share for t in cfg.tiers) == pytest.approx(1.0)
+    assert cfg.grouping.method == "thresholds" and list(cfg.grouping.thresholds) == [20.0, 100.0]
+
+
+# ---- a real multi-node cluster on this machine ---------------------------------------------------------------
+@pytest.mark.ray
+def test_device_hosts_run_on_nodes_of_their_tier(own_cluster, tmp_path, capsys):
+    """Three worker nodes, each declaring ONE tier resource: every host lands on a node of its own tier."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        node_tier = {}
+        for tier in ("high", "mid", "low"):
+            node = cluster.add_node(num_cpus=1, resources={tier_resource(tier): TIER_UNITS})
+            node_tier[node.node_id] = tier
+        cluster.wait_for_nodes()
+        code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=8")
+        assert code == 0, capsys.readouterr().out
+        g = pq.read_table(run / "grouping.parquet").to_pylist()
+        assert len(g) == 40 and len({r["host"] for r in g}) > 3  # several hosts per tier
+        for row in g:
+            assert node_tier[row["node"]] == row["tier"], row  # placed by its tier's resource
+        assert {node_tier[r["node"]] for r in g} == {"high", "mid", "low"}
+        # The head declares no CPUs, so nothing ran there; and grouping by reported gflops recovers the tiers.
+        by_group = {}
+        for row in g:
+            by_group.setdefault(row["group"], set()).add(row["tier"])
+        assert sorted(by_group.items()) == [(0, {"high"}), (1, {"mid"}), (2, {"low"})]
+    finally:
+        _shutdown(cluster)
+
+
+@pytest.mark.ray
+def test_a_tier_no_node_can_host_fails_fast_naming_it(own_cluster, tmp_path, capsys):
+    """A tier without a node exits with code 2 within seconds, naming the resource; so does a tier without CPUs."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, resources={tier_resource("high"): TIER_UNITS})
+        cluster.add_node(num_cpus=1, resources={tier_resource("mid"): TIER_UNITS})
+        cluster.wait_for_nodes()
+        t0 = time.monotonic()
+        code, run = _run(tmp_path, f"runtime.address={cluster.address}")
+        out = capsys.readouterr().out
+        assert code == 2 and time.monotonic() - t0 < 30, out
+        assert "fedray_tier_low" in out and "ray start --address=HEAD:6379" in out
+        assert "Traceback" not in out and not run.exists()  # no half-written run directory
+
+        # A node declares the tier but has no CPU for its device hosts: still a clear error, not a hang.
+        cluster.add_node(num_cpus=0, resources={tier_resource("low"): TIER_UNITS})
+        cluster.wait_for_nodes()
+        t0 = time.monotonic()
+        code, run = _run(tmp_path, f"runtime.address={cluster.address}", name="run2")
+        out = capsys.readouterr().out
+        assert code == 2 and time.monotonic() - t0 < 60, out
+        assert "tier 'low'" in out and "fedray_tier_low have 0" in out and "Traceback" not in out
+    finally:
+        _shutdown(cluster)
+
+
+# ---- on the shared local cluster ---------------------------------------------------------------------------
+@pytest.mark.ray
+def test_more_device_hosts_than_cpus_fails_fast(ray_local, tmp_path, capsys):
+    t0 = time.monotonic()
+    code, run = _run(tmp_path, "runtime.actor_cpus=1.0", "runtime.devices_per_actor=5")
+    out = capsys.readouterr().out
+    assert code == 2 and time.monotonic() - t0 < 30, out
+    assert "CPUs" in out and "runtime.devices_per_actor" in out and "Traceback" not in out
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("method", ["thresholds", "kmeans"])
+def test_groups_train_concurrently_with_models_sized_by_tier(ray_local, tmp_path, capsys, method):
+    code, run = _run(tmp_path, f"grouping.method={method}")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    g = pq.read_table(run / "grouping.parquet").to_pylist()
+    assert {"device", "tier", "host", "node", "group", "gflops", "up_mbps"} <= set(g[0])
+    m = pq.read_table(run / "metrics.parquet").to_pylist()
+    assert sorted((r["round"], r["group"]) for r in m) == [(r, gid) for r in range(2) for gid in range(3)]
+    assert all(r["participants"] == 4 for r in m)
+    specs = json.loads((run / "models/specs.json").read_text())
+    assert {gid: s["dim"] for gid, s in specs.items()} == {"0": 16, "1": 8, "2": 4}  # widths 1.0, 0.5, 0.25
+    for gid, s in specs.items():
+        emb = pq.read_table(run / f"models/group-{gid}.parquet")
+        assert emb.num_rows > 0
+    # Each group keeps its own simulated clock: the phones' group is the slowest, the servers' the fastest.
+    last = {r["group"]: r["sim_time_s"] for r in m if r["round"] == 1}
+    assert 0 < last[0] < last[1] < last[2]
+    assert all(r["hr10"] == r["hr10"] for r in m if r["round"] == 1)  # every group evaluated
+    assert "group 0: 10 devices" in out and "embedding dim 4" in out
+
+
+@pytest.mark.ray
+def test_small_groups_are_merged_and_the_log_says_so(ray_local, tmp_path, capsys):
+    """A fourth tier of 2 very fast devices (below min_size 3) is merged into its nearest group."""
+    tiers = tmp_path / "four.yaml"
+    tiers.write_text(yaml.safe_dump({"tiers": [
+        _tier("default", 0.05, 2000.0, 1.0), _tier("high", 0.2, 200.0, 1.0), _tier("mid", 0.25, 40.0, 0.5),
+        _tier("low", 0.5, 5.0, 0.25)]}))
+    run = tmp_path / "run"
+    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", *TINY, f"tiers_file={tiers}",
+                 "grouping.thresholds=[20.0,100.0,1000.0]", "train.rounds=1", "train.eval_every=1", f"run_dir={run}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "had fewer than 3 devices: merged into group 1" in out
+    g = pq.read_table(run / "grouping.parquet").to_pylist()
+    fast = [r for r in g if r["tier"] == "default"]
+    assert len(fast) == 2 and {r["group"] for r in fast} == {0}  # joined the high tier's group, now group 0
+    assert sorted({r["group"] for r in g}) == [0, 1, 2]
+
+
+@pytest.mark.ray
+def test_share_across_averages_the_overlap_and_moves_groups_in_lockstep(ray_local, tmp_path):
+    code, run = _run(tmp_path, "grouping.share_across=true")
+    assert code == 0
+    emb = {gid: pq.read_table(run / f"models/group-{gid}.parquet") for gid in range(3)}
+    from fedray.checkpoint import table_to_arrays
+
+    arrays = {gid: table_to_arrays(t) for gid, t in emb.items()}
+    low = arrays[2]["item_emb"]
+    assert low.shape[1] == 4
+    for gid in (0, 1):
+        np.testing.assert_array_equal(arrays[gid]["item_emb"][:, :4], low)
+        np.testing.assert_array_equal(arrays[gid]["item_bias"], arrays[2]["item_bias"])
+    np.testing.assert_array_equal(arrays[0]["item_emb"][:, :8], arrays[1]["item_emb"])
+    m = pq.read_table(run / "metrics.parquet").to_pylist()
+    for r in range(2):
+        assert len({rec["sim_time_s"] for rec in m if rec["round"] == r}) == 1  # one barrier per round
