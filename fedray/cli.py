@@ -28,13 +28,15 @@ def _preflight(cfg) -> None:
         from fedray.data.vertical import read_party
 
         v = cfg.vertical
-        read_party(v.business_path, v.id_column, v.label_column)
+        read_party(v.business_path, v.id_column, v.label_column,
+                   label_kind="binary" if v.model == "logistic" else "real")
         for path in v.provider_paths:
             read_party(path, v.id_column)
     else:
         from fedray.data import load_recdata
+        from fedray.data.partition import check_negatives
 
-        load_recdata(cfg.data, cfg.seed)
+        check_negatives(load_recdata(cfg.data, cfg.seed), cfg.data.eval_negatives)
 
 
 def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False) -> object:

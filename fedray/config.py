@@ -25,6 +25,7 @@ class RuntimeConfig:
     driver_cpus: float = 0.25
     devices_per_actor: int = 100  # simulated devices one actor hosts, each with its own state
     round_timeout_s: float = 300.0  # wall-clock deadline for one round's updates (ray.wait)
+    max_restarts: int = 3  # times Ray restarts a crashed device host; it then rejoins from the last checkpoint
 
 
 @dataclass
@@ -79,7 +80,8 @@ class TrainConfig:
     participants: float = 64.0  # per round and group: a count if >= 1, a fraction of the group if < 1
     over_select: float = 1.0  # select ceil(K * factor), accept the first K arrivals
     deadline_s: Optional[float] = None  # simulated seconds a device may take; later arrivals are stragglers
-    min_updates: int = 1  # fewer valid updates than this: the round is retried
+    min_updates: int = 1  # fewer valid updates than this: the round is retried with fresh participants
+    clip_update_norm: Optional[float] = None  # scale updates with a larger L2 norm down to it (outliers)
     max_round_retries: int = 3
     server_opt: str = "sgd"  # sgd | fedadam
     server_lr: float = 40.0  # large because each item row is averaged over all K participants, few of which touch it
@@ -126,6 +128,14 @@ class CheckpointConfig:
 
 
 @dataclass
+class FaultConfig:
+    """Simulated misbehaviour, per participating device and round (chaos tests and benchmarks)."""
+
+    crash: float = 0.0  # probability its host process dies mid-training (os._exit)
+    corrupt: float = 0.0  # probability one byte of its payload is flipped in transit
+
+
+@dataclass
 class RootConfig:
     job: str = "horizontal"  # horizontal | vertical | centralized
     name: str = "default"
@@ -141,6 +151,7 @@ class RootConfig:
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     tiers: list[TierConfig] = field(default_factory=lambda: [TierConfig()])
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
     centralized: CentralizedConfig = field(default_factory=CentralizedConfig)
     resume: bool = False  # continue RUN_DIR from its newest valid checkpoint
     vertical: VerticalConfig = field(default_factory=VerticalConfig)
@@ -165,6 +176,10 @@ RANGES = {
     "runtime.driver_cpus": (0.0, False, None),
     "runtime.devices_per_actor": (1, True, None),
     "runtime.round_timeout_s": (0.0, False, None),
+    "runtime.max_restarts": (-1, True, None),
+    "train.clip_update_norm": (0.0, False, None),
+    "faults.crash": (0.0, True, 1.0),
+    "faults.corrupt": (0.0, True, 1.0),
     "data.min_interactions": (2, True, None),
     "data.eval_negatives": (1, True, None),
     "data.synthetic.n_users": (3, True, None),
@@ -334,7 +349,7 @@ def validate(cfg: DictConfig) -> list[str]:
     return errors
 
 
-RESULT_KEYS = ("job", "seed", "tiers_file", "data", "model", "train", "compression", "grouping", "tiers",
+RESULT_KEYS = ("job", "seed", "tiers_file", "data", "model", "train", "compression", "grouping", "tiers", "faults",
                "centralized", "vertical")
 
 

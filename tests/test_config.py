@@ -78,3 +78,11 @@ def test_cli_missing_data_path_exits_2(tmp_path, capsys):
     code = main(["run", str(ROOT / "conf/default.yaml"), f"data.path={tmp_path / 'nope'}", f"output_dir={tmp_path}/r"])
     assert code == 2
     assert "data.path" in capsys.readouterr().out
+
+
+def test_cli_too_few_items_for_negatives_exits_2(tmp_path, capsys):
+    code = main(["run", str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=40", "data.synthetic.n_items=60",
+                 f"output_dir={tmp_path}/r"])
+    assert code == 2
+    assert "evaluation negatives" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()

@@ -85,3 +85,13 @@ def eval_negatives(data: RecData, users: np.ndarray, n_neg: int, seed: int) -> n
             picked = picked[np.sort(np.unique(picked, return_index=True)[1])]
         out[row] = picked[:n_neg]
     return out
+
+
+def check_negatives(data: RecData, n_neg: int) -> None:
+    """Fail before any actor starts when some user has fewer unseen items than evaluation negatives."""
+    free = data.n_items - (data.counts() + 1)
+    short = np.flatnonzero(free < n_neg)
+    if len(short):
+        u = int(short[0])
+        raise DataError(f"user {data.user_ids[u]}: only {int(free[u])} unseen items of {data.n_items} for "
+                        f"{n_neg} evaluation negatives ({len(short)} users short; lower data.eval_negatives)")

@@ -17,7 +17,7 @@ import ray
 
 from fedray.checkpoint import CheckpointStore, arrays_to_table
 from fedray.config import config_digest, from_plain
-from fedray.core import clock, fusion, grouping, selection, ternary
+from fedray.core import clock, fusion, grouping, selection, ternary, validate
 from fedray.core.grouping import HW_FIELDS
 from fedray.data import load_recdata
 from fedray.horizontal.device import decode_update, stream
@@ -93,7 +93,8 @@ class Driver:
                 self.host_of[chunk] = len(self.hosts)
                 self.hosts.append(DeviceHost.options(
                     num_cpus=cfg.runtime.actor_cpus, resources={tier_resource(tier["name"]): TIER_REQUEST},
-                    name=None).remote(self.plain, chunk.tolist(), tier, len(self.hosts)))
+                    max_restarts=cfg.runtime.max_restarts, max_task_retries=0,
+                ).remote(self.plain, chunk.tolist(), tier, len(self.hosts), str(self.run_dir)))
         reports = ray.get([h.report.remote() for h in self.hosts], timeout=cfg.runtime.round_timeout_s)
         self.profiles = np.zeros((n_users, len(HW_FIELDS)))
         self.samples = np.zeros(n_users, np.int64)
@@ -103,8 +104,11 @@ class Driver:
         self.host_node = [rep.get("node", "") for rep in reports]  # the Ray node each host runs on
         self._form_groups(n_items, tiers)
         self.bytes_float32 = {g.gid: 4 * sum(int(np.prod(s)) for s in g.spec.shapes().values()) for g in self.groups}
-        ray.get([h.assign.remote({int(d): g.gid for g in self.groups for d in g.devices},
-                                 {g.gid: g.spec for g in self.groups}) for h in self.hosts])
+        self.group_of = np.zeros(n_users, np.int32)
+        for g in self.groups:
+            self.group_of[g.devices] = g.gid
+        self.specs = {g.gid: g.spec for g in self.groups}
+        self.host_dead = np.zeros(len(self.hosts), bool)
         self._write_grouping()
         return {"devices": n_users, "items": n_items, "hosts": len(self.hosts), "log": self.log,
                 "groups": [{"group": g.gid, "devices": len(g.devices), "dim": g.spec.dim, "gflops": g.gflops}
@@ -138,9 +142,7 @@ class Driver:
 
     def _write_grouping(self) -> None:
         """Record which tier, host and group every device got, with its reported hardware."""
-        group_of = np.zeros(len(self.profiles), np.int32)
-        for g in self.groups:
-            group_of[g.devices] = g.gid
+        group_of = self.group_of
         cols = {"device": np.arange(len(self.profiles)), "tier": [self.tier_names[i] for i in self.tier_of],
                 "host": self.host_of, "node": [self.host_node[h] for h in self.host_of], "group": group_of,
                 "samples": self.samples}
@@ -156,12 +158,25 @@ class Driver:
         cfg = self.cfg
         launched = []
         for g in self.groups:
-            k = selection.participant_count(cfg.train.participants, len(g.devices))
-            chosen = selection.select(g.devices, k, cfg.train.over_select, self.rng)
             model, down = self._broadcast(g, r)
             ref = ray.put(model)  # one broadcast object per group; devices receive the ObjectRef
-            launched.append((g, k, chosen, down, [self.hosts[self.host_of[d]].train.remote(int(d), ref, r) for d in chosen]))
-        records = [self._collect(g, k, chosen, refs, r, down) for g, k, chosen, down, refs in launched]
+            launched.append((g, down, ref, *self._launch(g, ref, r)))
+        records, crashed = [], set()
+        for g, down, ref, k, chosen, refs in launched:
+            rec = self._collect(g, k, chosen, refs, r, down, crashed)
+            retries = 0
+            while not rec["applied"] and retries < cfg.train.max_round_retries:  # too few valid updates: again
+                retries += 1
+                self._recover(crashed)
+                again = self._collect(g, *self._launch(g, ref, r), r, down, crashed)
+                for key in ("selected", "failures", "rejected", "stragglers", "bytes_up", "bytes_down", "bytes_up_float32"):
+                    again[key] += rec[key]
+                rec = again
+            rec["retries"] = retries
+            records.append(rec)
+        restarts = self._recover(crashed)
+        for rec in records:
+            rec["restarts"] = restarts
         self.round += 1
         if cfg.grouping.share_across and len(self.groups) > 1:
             shared = fusion.share_overlap([g.params for g in self.groups])
@@ -198,18 +213,57 @@ class Driver:
         g.replica = {k: (g.replica[k] + s).astype(np.float32) for k, s in zip(names, sent)}
         return g.replica, len(payload)
 
-    def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int, down: int) -> dict:
-        """Wait for a group's updates, accept the first K by simulated arrival, decode, fuse and step."""
+    def _launch(self, g: Group, ref: ray.ObjectRef, r: int) -> tuple[int, np.ndarray, list]:
+        """Draw the round's participants among the group's live devices and start their local training."""
+        alive = g.devices[~self.host_dead[self.host_of[g.devices]]]
+        if len(alive) == 0:
+            raise RuntimeError(f"group {g.gid} has no live device hosts left (all exceeded runtime.max_restarts)")
+        k = selection.participant_count(self.cfg.train.participants, len(alive))
+        chosen = selection.select(alive, k, self.cfg.train.over_select, self.rng)
+        return k, chosen, [self.hosts[self.host_of[d]].train.remote(int(d), ref, g.spec, r) for d in chosen]
+
+    def _recover(self, crashed: set[int]) -> int:
+        """Count the device hosts Ray restarted after a crash (each restores its devices from the newest
+        checkpoint itself); hosts past runtime.max_restarts leave the federation with their devices."""
+        restarted = 0
+        for h in sorted(crashed):
+            n = int((self.host_of == h).sum())
+            try:
+                ray.get(self.hosts[h].ping.remote(), timeout=self.cfg.runtime.round_timeout_s)
+                restarted += 1
+                self.log.append(f"round {self.round}: device host {h} restarted; its {n} devices rejoin from the last checkpoint")
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self.host_dead[h] = True
+                self.log.append(f"round {self.round}: device host {h} is gone for good; its {n} devices leave")
+        crashed.clear()
+        return restarted
+
+    def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int, down: int, crashed: set[int]) -> dict:
+        """Wait for a group's updates, accept the first K by simulated arrival, validate, decode, fuse and step."""
         cfg = self.cfg
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=cfg.runtime.round_timeout_s)
         for ref in pending:
             ray.cancel(ref)
-        results, failures = [], 0
+        device_of = {ref: int(d) for ref, d in zip(refs, chosen)}
+        results, failures, reasons = [], 0, {}
+        selected, seen = set(device_of.values()), set()
+        max_bytes = self.bytes_float32[g.gid] + validate.HEADER_SLACK
         for ref in ready:
             try:
-                results.append(ray.get(ref))
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError):
+                res = ray.get(ref)
+            except ray.exceptions.RayActorError:  # the host process died: it restarts and rejoins after the round
                 failures += 1
+                crashed.add(int(self.host_of[device_of[ref]]))
+                continue
+            except (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError):
+                failures += 1
+                continue
+            why = validate.check_result(res, selected, seen, max_bytes)
+            if why is not None:
+                reasons[why] = reasons.get(why, 0) + 1
+                continue
+            seen.add(int(res["device"]))
+            results.append(res)
         devices = np.array([res["device"] for res in results], np.int64)
         bytes_up = np.array([len(res["payload"]) for res in results], np.float64)
         gi = [HW_FIELDS.index(f) for f in ("gflops", "up_mbps", "down_mbps")]
@@ -221,14 +275,18 @@ class Driver:
                                         self.tier_latency[self.tier_of[devices]])
         accepted = clock.accept_by_deadline(times, k, t.deadline_s)
         shapes = list(g.spec.shapes().values())
-        updates, weights, losses, reasons = [], [], [], {}
+        updates, weights, losses, clipped = [], [], [], 0
         for i in sorted(accepted, key=lambda i: devices[i]):  # fuse in device order: reproducible sums
             try:
                 tensors = decode_update(results[i]["payload"], shapes, cfg.compression.method)
+                why = validate.check_tensors(tensors, shapes)
             except ValueError as e:
-                key = getattr(e, "reason", "invalid")
-                reasons[key] = reasons.get(key, 0) + 1
+                why = getattr(e, "reason", "invalid")
+            if why is not None:  # rejected: it never touches the global model
+                reasons[why] = reasons.get(why, 0) + 1
                 continue
+            tensors, was_clipped = validate.clip_norm(tensors, t.clip_update_norm)
+            clipped += was_clipped
             updates.append(dict(zip(g.spec.shapes(), tensors)))
             weights.append(results[i]["samples"])
             losses.append(results[i]["loss"])
@@ -244,7 +302,8 @@ class Driver:
         return {
             "round": r, "group": g.gid, "selected": len(chosen), "participants": len(updates),
             "stragglers": len(results) - len(accepted) + len(pending), "failures": failures,
-            "rejected": int(sum(reasons.values())), "reject_reasons": json.dumps(reasons), "applied": applied,
+            "rejected": int(sum(reasons.values())), "reject_reasons": json.dumps(reasons, sort_keys=True),
+            "clipped": clipped, "applied": applied,
             "bytes_up": float(bytes_up.sum()), "bytes_down": down * len(chosen),
             "bytes_up_float32": float(4 * elements * len(results)),
             "bits_per_element": 8 * up_acc / max(1, elements * len(accepted)),
@@ -260,8 +319,11 @@ class Driver:
         if n_eval and n_eval < len(devices):
             devices = np.sort(stream(self.cfg.seed, 14).choice(devices, n_eval, replace=False))
         refs = {g.gid: ray.put(g.device_model()) for g in self.groups}
-        calls = [self.hosts[h].evaluate.remote(refs, devices[self.host_of[devices] == h].tolist(), r)
-                 for h in np.unique(self.host_of[devices])]
+        devices = devices[~self.host_dead[self.host_of[devices]]]
+        calls = []
+        for h in np.unique(self.host_of[devices]):
+            mine = devices[self.host_of[devices] == h]
+            calls.append(self.hosts[h].evaluate.remote(refs, self.specs, mine.tolist(), self.group_of[mine].tolist(), r))
         outs = ray.get(calls, timeout=self.cfg.runtime.round_timeout_s)
         groups = np.concatenate([o["groups"] for o in outs])
         hits = np.concatenate([o["hits"] for o in outs])

@@ -1,6 +1,7 @@
 """DeviceHost: the Ray actor that hosts one or more simulated client devices of one hardware tier."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -13,14 +14,14 @@ from fedray.data import load_recdata
 from fedray.horizontal.device import DeviceFleet, stream
 from fedray.models.recommender import ModelSpec
 
-STREAM_HW = 4
+STREAM_HW, STREAM_FAULT = 4, 5
 
 
 @ray.remote(max_restarts=0)
 class DeviceHost:
     """Holds its devices' local data and private state; trains and evaluates them on request."""
 
-    def __init__(self, cfg: dict, device_ids: list[int], tier: dict, host_index: int):
+    def __init__(self, cfg: dict, device_ids: list[int], tier: dict, host_index: int, run_dir: str):
         import torch
 
         torch.set_num_threads(1)
@@ -29,34 +30,54 @@ class DeviceHost:
         typed = from_plain(cfg)
         self.cfg = cfg
         self.host_index = host_index
+        self.run_dir = run_dir
         self.fleet = DeviceFleet(cfg, load_recdata(typed.data, typed.seed), np.asarray(device_ids, np.int64))
         self.profiles, _ = draw_profiles([tier], [1.0], len(device_ids), stream(cfg["seed"], STREAM_HW, host_index))
-        self.group_of: dict[int, int] = {}
-        self.specs: dict[int, ModelSpec] = {}
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self._restore_from_checkpoint(typed)
+
+    def _restore_from_checkpoint(self, typed) -> None:
+        """After a crash Ray restarts this host: its devices take their state from the newest valid checkpoint."""
+        from fedray.checkpoint import CheckpointStore
+        from fedray.config import config_digest
+
+        store = CheckpointStore(typed.checkpoint.uri or str(Path(self.run_dir) / "checkpoints"))
+        ckpt = store.load_latest(config_hash=config_digest(typed), warn=lambda msg: None)
+        if ckpt is not None:
+            mine = {int(d) for d in self.fleet.device_ids}
+            self.fleet.import_state({k: v for k, v in ckpt.arrays("devices").items() if int(k.split("/")[0]) in mine})
 
     def report(self) -> dict:
         """Device ids, their reported hardware profiles and sample counts (what the driver groups by), and the node id."""
         return {"devices": self.fleet.device_ids, "profiles": self.profiles, "samples": self.fleet.sample_counts(),
                 "node": ray.get_runtime_context().get_node_id()}
 
-    def assign(self, group_of: Mapping[int, int], specs: Mapping[int, ModelSpec]) -> None:
-        """Learn which group (and so which model shape) each hosted device trains."""
-        self.group_of = {int(d): int(g) for d, g in group_of.items()}
-        self.specs = dict(specs)
+    def ping(self) -> int:
+        """Liveness check (the host index)."""
+        return self.host_index
 
-    def train(self, device: int, params: Mapping[str, np.ndarray], round_: int) -> dict:
+    def train(self, device: int, params: Mapping[str, np.ndarray], spec: ModelSpec, round_: int) -> dict:
         """Local training of one device from the round's global parameters (resolved from the driver's ObjectRef)."""
-        return self.fleet.train(device, params, self.specs[self.group_of[device]], round_)
+        crash, corrupt = stream(self.cfg["seed"], STREAM_FAULT, round_, device).random(2)
+        if crash < self.cfg["faults"]["crash"]:
+            os._exit(1)  # simulated device failure: the whole host process dies mid-round
+        out = self.fleet.train(device, params, spec, round_)
+        if corrupt < self.cfg["faults"]["corrupt"] and out["payload"]:
+            damaged = bytearray(out["payload"])
+            damaged[len(damaged) // 2] ^= 0x5A
+            out["payload"] = bytes(damaged)
+        return out
 
-    def evaluate(self, params_refs: dict[int, ray.ObjectRef], devices: list[int], round_: int) -> dict:
+    def evaluate(self, params_refs: dict[int, ray.ObjectRef], specs: dict[int, ModelSpec], devices: list[int],
+                 groups: list[int], round_: int) -> dict:
         """HR@10 / NDCG@10 for the listed hosted devices, each under its group's model."""
         devices = np.asarray(devices, np.int64)
-        groups = np.array([self.group_of[int(d)] for d in devices], np.int64)
+        groups = np.asarray(groups, np.int64)
         hits = np.zeros(len(devices))
         ndcg = np.zeros(len(devices))
         for g in np.unique(groups):
             sel = groups == g
-            h, n = self.fleet.evaluate(devices[sel], ray.get(params_refs[int(g)]), self.specs[int(g)], round_)
+            h, n = self.fleet.evaluate(devices[sel], ray.get(params_refs[int(g)]), specs[int(g)], round_)
             hits[sel], ndcg[sel] = h, n
         return {"devices": devices, "groups": groups, "hits": hits, "ndcg": ndcg}
 

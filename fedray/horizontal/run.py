@@ -32,7 +32,8 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
     for line in info["log"]:
         console.print(f"  {line}")
     start = ray.get(driver.restore.remote(force)) if resume else None
-    for line in ray.get(driver.messages.remote())[len(info["log"]):]:
+    shown = ray.get(driver.messages.remote())
+    for line in shown[len(info["log"]):]:
         console.print(f"[yellow]{line}[/]")
     if start is not None:
         console.print(f"resumed from the checkpoint of round {start}")
@@ -42,6 +43,11 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         task = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
         for _ in range(start, cfg.train.rounds):
             recs = ray.get(driver.run_round.remote())
+            if any(r["failures"] or r["rejected"] or r["retries"] for r in recs):
+                log = ray.get(driver.messages.remote())
+                for line in log[len(shown):]:
+                    progress.console.print(f"[yellow]{line}[/]")
+                shown = log
             status = "  ".join(
                 f"g{r['group']}: loss {r['train_loss']:.3f}" + (f" HR@10 {r['hr10']:.3f}" if r["hr10"] == r["hr10"] else "")
                 for r in recs)

@@ -1,0 +1,82 @@
+"""Device faults and bad updates against the shared real Ray cluster: what survives, what is rejected."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from fedray.checkpoint import CheckpointStore, table_to_arrays
+from fedray.cli import main
+from fedray.horizontal.device import stream
+from fedray.horizontal.driver import STREAM_INIT
+from fedray.models.recommender import init_global
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=40", "data.synthetic.n_items=300",
+         "train.participants=12", "train.eval_every=3", "checkpoint.every=2", "model.dim=8"]
+
+
+def metrics(run: Path) -> list[dict]:
+    return pq.read_table(run / "metrics.parquet").to_pylist()
+
+
+def model(run: Path) -> dict:
+    return table_to_arrays(pq.read_table(run / "models/group-0.parquet"))
+
+
+@pytest.mark.ray
+def test_crashing_hosts_cost_only_their_updates_and_rejoin(ray_local, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", *SMALL, "train.rounds=6", "faults.crash=0.08", "runtime.devices_per_actor=5", "runtime.actor_cpus=0.1",
+                 "runtime.max_restarts=-1", f"run_dir={run}"]) == 0
+    m = metrics(run)
+    assert [r["round"] for r in m] == list(range(6))
+    assert sum(r["failures"] for r in m) > 0 and sum(r["restarts"] for r in m) > 0
+    assert all(r["participants"] > 0 for r in m)  # every round went on with the surviving devices
+    assert all(np.isfinite(v).all() for v in model(run).values())
+    store = CheckpointStore(str(run / "checkpoints"))
+    assert store.list() and all(store.verify(c)[0] for c in store.list())
+    assert "restarted" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_corrupted_payloads_are_rejected_with_their_reason(ray_local, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", *SMALL, "train.rounds=3", "faults.corrupt=0.3", f"run_dir={run}"]) == 0
+    m = metrics(run)
+    reasons = {}
+    for r in m:
+        for k, v in json.loads(r["reject_reasons"]).items():
+            reasons[k] = reasons.get(k, 0) + v
+    assert sum(r["rejected"] for r in m) == sum(reasons.values()) > 0
+    assert set(reasons) <= {"checksum", "bad_header", "truncated", "overlong", "bad_trit", "bad_scale", "bad_index",
+                            "version", "shape_mismatch"}
+    assert all(r["participants"] + r["rejected"] == r["selected"] for r in m)
+
+
+@pytest.mark.ray
+def test_a_round_without_enough_valid_updates_is_retried_and_never_touches_the_model(ray_local, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", *SMALL, "train.rounds=2", "faults.corrupt=1.0", "train.max_round_retries=2",
+                 "checkpoint.every=0", f"run_dir={run}"]) == 0
+    m = metrics(run)
+    assert all(not r["applied"] and r["retries"] == 2 and r["participants"] == 0 for r in m)
+    assert all(r["selected"] == 3 * 12 for r in m)  # the first try and two retries
+    from fedray.config import load_config
+    from fedray.data import load_recdata
+    from fedray.models.recommender import ModelSpec
+
+    cfg = load_config(run / "config.yaml")
+    spec = ModelSpec(load_recdata(cfg.data, cfg.seed).n_items, cfg.model.dim, tuple(cfg.model.hidden), cfg.model.kind)
+    init = init_global(spec, cfg.model.init_std, stream(cfg.seed, STREAM_INIT, 0))
+    final = model(run)
+    assert all(final[k].tobytes() == init[k].tobytes() for k in init)
+
+
+@pytest.mark.ray
+def test_update_norm_clipping_is_counted(ray_local, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", *SMALL, "train.rounds=2", "train.clip_update_norm=0.01", "compression.method=none",
+                 "checkpoint.every=0", f"run_dir={run}"]) == 0
+    assert all(r["clipped"] == r["participants"] > 0 for r in metrics(run))
