@@ -55,7 +55,7 @@ def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: b
             return run_centralized(cfg, run_dir, console)
         from fedray.vertical.job import run_vertical
 
-        return run_vertical(cfg, run_dir, log=console.print)
+        return run_vertical(cfg, run_dir, log=console.print, resume=resume, force=force)
     finally:
         if started:
             import ray
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from fedray.checkpoint import CheckpointError
     from fedray.data import DataError
     from fedray.data.vertical import VerticalDataError
+    from fedray.vertical.errors import VerticalPartyError
     from fedray.runtime import ClusterError
 
     try:
@@ -157,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, VerticalDataError, CheckpointError, ClusterError) as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return EXIT_USAGE
+    except VerticalPartyError as e:  # a party died or rejected a message: a fault, resumable (exit 1)
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        return 1
 
 
 if __name__ == "__main__":

@@ -133,7 +133,26 @@ def _scan_csv(path: Path, id_column: str, label_column: Optional[str], label_kin
             raise VerticalDataError(f"{path}: no data rows (only a header)")
 
 
+def _utf8_error(path: Path) -> VerticalDataError:
+    """The first line that is not valid UTF-8, as a VerticalDataError naming file, line and byte."""
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return VerticalDataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                         f"{exc.start + 1}); save the file as UTF-8 CSV")
+    return VerticalDataError(f"{path}: not UTF-8 text")
+
+
 def _read_csv(path: Path, id_column: str, label_column: Optional[str], label_kind: str) -> PartyTable:
+    try:
+        return _read_csv_utf8(path, id_column, label_column, label_kind)
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
+
+
+def _read_csv_utf8(path: Path, id_column: str, label_column: Optional[str], label_kind: str) -> PartyTable:
     with open(path, newline="", encoding="utf-8") as fh:
         first = fh.readline()
     if first.strip() == "":

@@ -79,6 +79,13 @@ class VerticalDriver:
     def save(self, directory: str) -> dict:
         return self.trainer.save(directory)
 
+    def state(self) -> dict:
+        """The loop's checkpoint state (iteration count, batch generator); no party's weights."""
+        return self.trainer.state()
+
+    def load_state(self, state: dict) -> None:
+        self.trainer.load_state(state)
+
     def messages(self) -> list[Message]:
         return self.transport.messages
 

@@ -23,6 +23,14 @@ Scale: products are left un-rescaled (``auto_rescale`` off): one product costs ~
 of ~1.7 ms and keeps the full data modulus. With [60, 40, 40, 60] and scale 2^40 a product sits
 at scale 2^80 under a 140-bit data modulus, leaving 2^59 of headroom for |v + r| <= 2^31. Decoding loses ~2^(mask_bits-50)
 per slot to float64, hence mask_bits=30 by default (validated: 2*scale + mask + 16 <= data bits).
+
+Validation. Every ciphertext a party or the driver receives goes through ``load_vector``: bytes
+that SEAL cannot load under this context (another poly modulus degree or coefficient modulus, or
+corrupt bytes) and ciphertexts at another scale or level are rejected with a ``CKKSError`` that
+says which. A ciphertext encrypted under *another key* with the same parameters cannot be told
+apart by its bytes; it decrypts to noise of magnitude about 2^(data bits - scale bits), far above
+any value this protocol encrypts (the validated modulus guarantees a gap of >= 2^8), so the
+business party's decryptions check a magnitude bound (``plausible_bound``) and reject it.
 """
 from __future__ import annotations
 
@@ -33,6 +41,10 @@ from typing import Sequence
 
 import numpy as np
 import tenseal as ts
+
+
+class CKKSError(ValueError):
+    """A ciphertext does not belong to this CKKS context (parameters, scale, level or key); says which."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,11 @@ class CKKSParams:
     @property
     def slots(self) -> int:
         return self.poly_modulus_degree // 2
+
+    @property
+    def plausible_bound(self) -> float:
+        """Largest magnitude an honest decryption can have here (masked slots are < 2^(mask_bits+1))."""
+        return 2.0 ** (self.mask_bits + 8)
 
 
 def secret_context(params: CKKSParams) -> ts.Context:
@@ -75,6 +92,51 @@ def load_context(data: bytes) -> ts.Context:
     return ctx
 
 
+def _bits(x: float) -> str:
+    return f"2^{math.log2(x):.4g}" if x > 0 else repr(x)
+
+
+def load_vector(ctx: ts.Context, data: bytes, scale: float | None = None,
+                what: str = "ciphertext") -> ts.CKKSVector:
+    """Deserialize one ciphertext under ``ctx`` and check it belongs there; CKKSError naming ``what`` if not.
+
+    Checks: SEAL can load it under this context's parameters (poly modulus degree, coefficient
+    modulus), it is a fresh-size (2-component) ciphertext at the context's top level, and its scale
+    is ``scale`` (default: the context's global scale; the masked gradients sit at its square).
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise CKKSError(f"{what}: expected serialized ciphertext bytes, got {type(data).__name__}")
+    try:
+        vec = ts.ckks_vector_from(ctx, bytes(data))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CKKSError(f"{what}: rejected, it does not deserialize under this CKKS context "
+                        f"(another poly modulus degree or coefficient modulus, or corrupt bytes): {exc}") from None
+    expected = float(ctx.global_scale if scale is None else scale)
+    top = ctx.seal_context().data.first_parms_id()
+    for ct in vec.ciphertext():
+        if ct.size() != 2:
+            raise CKKSError(f"{what}: rejected, {ct.size()}-component ciphertext, expected 2")
+        if list(ct.parms_id()) != list(top):
+            raise CKKSError(f"{what}: rejected, ciphertext is not at this context's top modulus level "
+                            f"({ct.coeff_modulus_size()} primes left): wrong coefficient modulus or rescaled")
+        if not math.isclose(ct.scale, expected, rel_tol=1e-9):
+            raise CKKSError(f"{what}: rejected, ciphertext scale {_bits(ct.scale)} but this context expects "
+                            f"{_bits(expected)} (another global_scale_bits)")
+    return vec
+
+
+def check_plausible(values: np.ndarray, bound: float, what: str = "ciphertext") -> np.ndarray:
+    """Reject a decryption that is noise: a ciphertext under another key (same parameters) decrypts to
+    values around 2^(data bits - scale bits), far above ``bound``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size:
+        worst = float(np.max(np.abs(values))) if np.all(np.isfinite(values)) else float("inf")
+        if worst > bound:
+            raise CKKSError(f"{what}: rejected, it decrypts to values up to {worst:.3g} (bound {bound:.3g}): "
+                            "it was encrypted under another key (a ciphertext of a different context)")
+    return values
+
+
 def pad(v: np.ndarray, slots: int) -> np.ndarray:
     """Zero-pad a vector to exactly ``slots`` values (every ciphertext here is full-width)."""
     v = np.asarray(v, dtype=np.float64)
@@ -94,24 +156,33 @@ def encrypt_chunks(ctx: ts.Context, values: np.ndarray, slots: int) -> list[byte
     return [ts.ckks_vector(ctx, pad(values[c * slots:(c + 1) * slots], slots)).serialize() for c in range(n)]
 
 
-def decrypt_chunks(ctx: ts.Context, chunks: Sequence[bytes], m: int) -> np.ndarray:
-    """Inverse of encrypt_chunks under the secret context; the first m values."""
-    parts = [np.asarray(ts.ckks_vector_from(ctx, c).decrypt()) for c in chunks]
-    return np.concatenate(parts)[:m]
+def decrypt_chunks(ctx: ts.Context, chunks: Sequence[bytes], m: int, bound: float | None = None,
+                   what: str = "ciphertext") -> np.ndarray:
+    """Inverse of encrypt_chunks under the secret context; the first m values.
+
+    ``bound``: reject (CKKSError) a decryption larger than this, i.e. a ciphertext under another key.
+    """
+    parts = [np.asarray(load_vector(ctx, c, what=f"{what} [{i}]").decrypt()) for i, c in enumerate(chunks)]
+    out = np.concatenate(parts)[:m]
+    return out if bound is None else check_plausible(out, bound, what)
 
 
-def add_ciphertexts(ctx: ts.Context, lists: Sequence[Sequence[bytes]]) -> list[bytes]:
-    """Element-wise sum of equally long lists of ciphertexts (the driver's only arithmetic)."""
+def add_ciphertexts(ctx: ts.Context, lists: Sequence[Sequence[bytes]],
+                    names: Sequence[str] | None = None) -> list[bytes]:
+    """Element-wise sum of equally long lists of ciphertexts (the driver's only arithmetic).
+
+    ``names``: the sending party of each list, for error messages."""
     if not lists:
         raise ValueError("nothing to add")
     k = len(lists[0])
     if any(len(x) != k for x in lists):
         raise ValueError(f"ciphertext lists differ in length: {[len(x) for x in lists]}")
+    names = list(names) if names is not None else [f"party {j}" for j in range(len(lists))]
     out = []
     for i in range(k):
-        acc = ts.ckks_vector_from(ctx, lists[0][i])
-        for other in lists[1:]:
-            acc += ts.ckks_vector_from(ctx, other[i])
+        acc = load_vector(ctx, lists[0][i], what=f"driver: ciphertext [{i}] from {names[0]}")
+        for j, other in enumerate(lists[1:], start=1):
+            acc += load_vector(ctx, other[i], what=f"driver: ciphertext [{i}] from {names[j]}")
         out.append(acc.serialize())
     return out
 
@@ -174,14 +245,15 @@ def random_mask(size: int, bits: int) -> np.ndarray:
 
 
 def masked_gradient(ctx: ts.Context, enc_d: Sequence[bytes], X: np.ndarray, layout: SlotLayout,
-                    mask_bits: int, product_scale: float) -> tuple[list[bytes], np.ndarray]:
+                    mask_bits: int, product_scale: float, what: str = "provider: residual ciphertext",
+                    ) -> tuple[list[bytes], np.ndarray]:
     """The provider's hot path: masked slot vectors of [[X^T d]] and the mask segment sums it keeps.
 
     X is the provider's (m, f) batch. Returns (ciphertext bytes, one per output; mask sums, len f').
     """
     # The low-level TenSEAL objects (``.data``) skip the Python PlainTensor wrapper: ~0.9 ms
     # instead of ~1.25 ms per product at N=8192, and this loop is the whole epoch's cost.
-    cts = [ts.ckks_vector_from(ctx, b).data for b in enc_d]
+    cts = [load_vector(ctx, b, what=f"{what} [{i}]").data for i, b in enumerate(enc_d)]
     if len(cts) != layout.chunks:
         raise ValueError(f"expected {layout.chunks} residual ciphertexts, got {len(cts)}")
     X = np.asarray(X, dtype=np.float64)
@@ -208,6 +280,17 @@ def masked_gradient(ctx: ts.Context, enc_d: Sequence[bytes], X: np.ndarray, layo
     return out, np.concatenate(mask_sums)[:f]
 
 
-def unmask_sums(ctx: ts.Context, masked: Sequence[bytes], layout: SlotLayout) -> np.ndarray:
-    """The business party's step: decrypt masked slot vectors, return only their segment sums."""
-    return np.concatenate([layout.segment_sums(ts.ckks_vector_from(ctx, b).decrypt()) for b in masked])
+def unmask_sums(ctx: ts.Context, masked: Sequence[bytes], layout: SlotLayout, bound: float | None = None,
+                what: str = "business: masked gradient ciphertext") -> np.ndarray:
+    """The business party's step: decrypt masked slot vectors, return only their segment sums.
+
+    They sit at the product scale (the square of the global scale); ``bound`` as in decrypt_chunks.
+    """
+    scale = float(ctx.global_scale) ** 2
+    sums = []
+    for i, b in enumerate(masked):
+        vals = np.asarray(load_vector(ctx, b, scale, what=f"{what} [{i}]").decrypt())
+        if bound is not None:
+            check_plausible(vals, bound, f"{what} [{i}]")
+        sums.append(layout.segment_sums(vals))
+    return np.concatenate(sums)

@@ -94,6 +94,35 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
+STATE_COLUMNS = ("code", "weight", "velocity")
+
+
+def state_table(codes: np.ndarray, opt: LocalOptimizer) -> pa.Table:
+    """A party's own training state keyed by feature code: weight and momentum velocity (float64, exact)."""
+    return pa.table({"code": pa.array(np.asarray(codes), pa.int64()), "weight": pa.array(opt.w, pa.float64()),
+                     "velocity": pa.array(opt.v, pa.float64())})
+
+
+def load_state_table(party: str, codes: np.ndarray, opt: LocalOptimizer, table: pa.Table) -> int:
+    """Set ``opt`` from a state table keyed by code. The table may hold more codes (a party's other
+    workers' shards); every one of ``codes`` must be there exactly once. Returns how many were set."""
+    missing_cols = set(STATE_COLUMNS) - set(table.column_names)
+    if missing_cols:
+        raise ValueError(f"{party}: checkpoint state lacks columns {sorted(missing_cols)}")
+    have = np.asarray(table.column("code").to_numpy(), dtype=np.int64)
+    if len(np.unique(have)) != len(have):
+        raise ValueError(f"{party}: checkpoint state repeats feature codes")
+    pos = {int(c): i for i, c in enumerate(have)}
+    absent = [int(c) for c in codes if int(c) not in pos]
+    if absent:
+        raise ValueError(f"{party}: checkpoint state has no weights for feature codes {absent[:5]}"
+                         f"{' ...' if len(absent) > 5 else ''} (it holds {len(have)} codes)")
+    rows = np.array([pos[int(c)] for c in codes], dtype=np.int64)
+    opt.w = table.column("weight").to_numpy()[rows].astype(np.float64)
+    opt.v = table.column("velocity").to_numpy()[rows].astype(np.float64)
+    return len(rows)
+
+
 def _write_weights(path: str | Path, codes: np.ndarray, weights: np.ndarray) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +160,19 @@ class _Party:
 
     def rows(self, batch: Optional[np.ndarray]) -> np.ndarray:
         return self.X if batch is None else self.X[batch]
+
+    # -- own checkpoint state (never a protocol message: in a real deployment each party writes its
+    #    own state to its own storage; the simulation's job process gathers one file per party) --
+    def export_state(self) -> pa.Table:
+        """This party's weights and momentum keyed by feature code (the business party's intercept: -1)."""
+        codes, _ = self.weights_by_code()
+        return state_table(codes, self.opt)
+
+    def import_state(self, table: pa.Table) -> int:
+        """Restore weights and momentum by feature code; ValueError naming the party if codes are missing."""
+        codes, _ = self.weights_by_code()
+        self._su_all = None  # a cached full-batch forward pass belonged to the old weights
+        return load_state_table(self.name, codes, self.opt, table)
 
 
 class BusinessCore(_Party):
@@ -204,7 +246,8 @@ class BusinessCore(_Party):
                 raise RuntimeError("no cached full-batch scores to reuse")
             su = self._su_all
         else:
-            su = ckks.decrypt_chunks(self.ctx, agg, m)
+            su = ckks.decrypt_chunks(self.ctx, agg, m, self.s.ckks.plausible_bound,
+                                     f"{BUSINESS}: summed partial scores")
         self._batch, self._zb = batch, self._z(batch, su)
 
     def _residual(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -226,10 +269,11 @@ class BusinessCore(_Party):
 
     def unmask(self, masked: Sequence[bytes]) -> np.ndarray:
         """Masked slot vectors in, masked per-feature sums out. Never sees an unmasked gradient."""
-        return ckks.unmask_sums(self.ctx, masked, self._layout)
+        return ckks.unmask_sums(self.ctx, masked, self._layout, self.s.ckks.plausible_bound)
 
     def evaluate(self, agg: Sequence[bytes]) -> dict[str, float]:
-        self._su_all = ckks.decrypt_chunks(self.ctx, agg, self.n)
+        self._su_all = ckks.decrypt_chunks(self.ctx, agg, self.n, self.s.ckks.plausible_bound,
+                                           f"{BUSINESS}: summed partial scores (evaluation)")
         z = self._z(None, self._su_all)
         if self.s.model == "logistic":
             loss = float(np.mean(np.logaddexp(0.0, z) - self.y * z))
@@ -310,7 +354,8 @@ class ProviderCore(_Party):
         self._m = X.shape[0]
         layout = ckks.SlotLayout(self._m, self.s.ckks.slots)
         scale = 2.0 ** (2 * self.s.ckks.global_scale_bits)
-        out, self._mask_sums = ckks.masked_gradient(self.ctx, enc_d, X, layout, self.s.ckks.mask_bits, scale)
+        out, self._mask_sums = ckks.masked_gradient(self.ctx, enc_d, X, layout, self.s.ckks.mask_bits, scale,
+                                                    what=f"{self.name}: residual ciphertext")
         return out
 
     def apply(self, masked_sums: np.ndarray) -> None:
@@ -338,10 +383,10 @@ class Aggregator:
     def set_context(self, data: bytes) -> None:
         self.ctx = ckks.load_context(data)
 
-    def add(self, lists: Sequence[Sequence[bytes]]) -> list[bytes]:
+    def add(self, lists: Sequence[Sequence[bytes]], names: Optional[Sequence[str]] = None) -> list[bytes]:
         if len(lists) == 1:
             return list(lists[0])
-        return ckks.add_ciphertexts(self.ctx, lists)
+        return ckks.add_ciphertexts(self.ctx, lists, names)
 
 
 class Transport(Protocol):
@@ -392,6 +437,7 @@ class Trainer:
         self.log = log
         self._cached = False
         self.n = 0
+        self.done = 0  # iterations completed
 
     def setup(self) -> dict[str, Any]:
         t, G = self.t, self.groups
@@ -436,7 +482,7 @@ class Trainer:
 
     def _scores(self, batch: Optional[np.ndarray]) -> list[bytes]:
         t = self.t
-        return self.agg.add(t.get([t.call(p, "scores", batch) for p in self.providers]))
+        return self.agg.add(t.get([t.call(p, "scores", batch) for p in self.providers]), self.providers)
 
     def iteration(self) -> dict[str, float]:
         """One pass over the aligned rows, then an encrypted evaluation pass."""
@@ -453,7 +499,23 @@ class Trainer:
             t.get([t.call(p, "apply", sums[p]) for p in P])
         metrics = t.get([t.call(BUSINESS, "evaluate", self._scores(None))])[0]
         self._cached = True
+        self.done += 1
         return {**metrics, "seconds": time.perf_counter() - start}
+
+    # -- checkpoint state of the driver's loop: iteration count and the batch generator --------------
+    def state(self) -> dict[str, Any]:
+        return {"iteration": self.done, "batch_rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue after ``state["iteration"]`` iterations with the saved batch generator. The next
+        full-batch step re-runs its forward pass (the cached one belonged to the old weights)."""
+        self.done = int(state["iteration"])
+        self.rng.bit_generator.state = state["batch_rng"]
+        self._cached = False
+
+    def shard_keys(self) -> dict[str, list[str]]:
+        """{party: transport keys of its workers}, the business party included."""
+        return {BUSINESS: [BUSINESS], **{p: list(keys) for p, keys in self.groups.items()}}
 
     def save(self, directory: str | Path) -> dict[str, str]:
         """Each party writes its own weights: DIR/<party>.parquet, a file; or, for a provider with
