@@ -1,6 +1,6 @@
-"""Compression benchmarks: ternary codec size and single-core speed (quality section to follow).
+"""Compression benchmarks: ternary codec size and single-core speed, and ternary vs float FedAvg quality.
 
-Run: .venv/bin/python bench/compression.py [--reps N]
+Run: .venv/bin/python bench/compression.py [--reps N] [--quality [--rounds R]]
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     """Print the benchmark tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7, help="timed repetitions per cell (median)")
+    ap.add_argument("--quality", action="store_true", help="also train float and ternary FedAvg on MovieLens")
+    ap.add_argument("--rounds", type=int, default=200)
     args = ap.parse_args(argv)
     rows = codec_table(reps=max(5, args.reps))
     print(
@@ -114,6 +116,23 @@ def main(argv: list[str] | None = None) -> None:
             "ratio vs float32)",
         )
     )
+    if args.quality:
+        quality_section(args.rounds)
+
+
+def quality_section(rounds: int) -> None:
+    """HR@10 / NDCG@10 of ternary against float FedAvg on movielens-small at equal rounds (bench/quality.py)."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import quality
+
+    data = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens-small")
+    with tempfile.TemporaryDirectory() as tmp:
+        finals = {name: quality.final(quality.federated(data, rounds, method, Path(tmp)))
+                  for name, method in (("float FedAvg", "none"), ("ternary FedAvg", "ternary"))}
+    print(f"\nMovieLens small, 671 devices, 64 per round, {rounds} rounds")
+    print(quality.table(list(finals.items()), finals["float FedAvg"]).replace("HR/central", "HR/float"))
 
 
 if __name__ == "__main__":
