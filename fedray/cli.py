@@ -1,4 +1,4 @@
-"""`fedray run | resume | recommend`: the command line over config, runtime and the jobs."""
+"""`fedray run | resume | recommend | submit | status | logs | stop`: the command line over config, runtime and the jobs."""
 from __future__ import annotations
 
 import argparse
@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=cmd_recommend)
+    from fedray.jobs import add_commands
+
+    add_commands(sub)  # submit | status | logs | stop: jobs on a Ray cluster (fedray/jobs.py)
     return parser
 
 
@@ -152,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     from fedray.data.vertical import VerticalDataError
     from fedray.vertical.errors import VerticalPartyError
     from fedray.runtime import ClusterError
+    from fedray.jobs import JobError
 
     try:
         return args.func(args, console)
-    except (ConfigError, DataError, VerticalDataError, CheckpointError, ClusterError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+    except (ConfigError, DataError, VerticalDataError, CheckpointError, JobError, ClusterError) as e:
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_USAGE
     except VerticalPartyError as e:  # a party died or rejected a message: a fault, resumable (exit 1)
         from rich.markup import escape

@@ -1,0 +1,140 @@
+"""Scale benchmark: round time and driver memory for 100, 1,000 and 10,000 simulated devices, 100 per round.
+
+Each size runs the default horizontal job (synthetic data, MF, ternary updates) on an embedded local Ray
+with a fixed number of device hosts (`runtime.devices_per_actor = N / hosts`), so the per-round work
+(100 trainings) and the parallelism are the same at every size and what grows is the registry: devices,
+their data, profiles and state. Evaluation runs once, after the last round, on `train.eval_users` devices.
+
+Reported per size:
+- setup s: Driver.setup (start the hosts, collect reports, group, size models);
+- round s: median wall time of rounds 2..R as the driver measures it (round 1 warms up, and round R
+  includes the final evaluation);
+- driver RSS: resident memory of the Driver actor's process (psutil, found by its `ray::Driver` title),
+  the largest seen after setup and after each round; hosts RSS: the device hosts' processes together.
+
+Run: .venv/bin/python bench/scale.py [--sizes 100 1000 10000] [--rounds 6] [--hosts 4]
+(starts its own Ray: run it when no other Ray cluster is up on the machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import fedray  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+
+def _procs(title: str) -> list:
+    """Live processes whose Ray process title starts with `ray::<title>` (actor processes rename themselves)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "name"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or []) or p.info["name"] or ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if cmd.startswith(f"ray::{title}"):
+            out.append(p)
+    return out
+
+
+def _rss_mb(title: str) -> float:
+    import psutil
+
+    total = 0
+    for p in _procs(title):
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def run_size(n: int, rounds: int, hosts: int, participants: int, eval_users: int, run_dir: Path) -> dict:
+    """One run at n devices; returns its timings and memory."""
+    import ray
+
+    from fedray.config import load_config, to_plain
+    from fedray.horizontal.driver import Driver
+
+    overrides = [f"data.synthetic.n_users={n}", f"train.participants={participants}", f"train.rounds={rounds}",
+                 "train.eval_every=1000000", f"train.eval_users={eval_users}", "checkpoint.every=0",
+                 f"runtime.devices_per_actor={-(-n // hosts)}", f"run_dir={run_dir}"]
+    cfg = load_config(ROOT / "conf/default.yaml", overrides)
+    t0 = time.perf_counter()
+    driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
+    info = ray.get(driver.setup.remote())
+    setup_s = time.perf_counter() - t0
+    rss = [_rss_mb("Driver")]
+    walls, participants_seen = [], []
+    for _ in range(rounds):
+        recs = ray.get(driver.run_round.remote())
+        walls.append(recs[0]["wall_s"])
+        participants_seen.append(sum(r["participants"] for r in recs))
+        rss.append(_rss_mb("Driver"))
+    hosts_rss = _rss_mb("DeviceHost")
+    ray.kill(driver)
+    for _ in range(50):  # let the killed actors' processes go before the next size is measured
+        if not _procs("Driver") and not _procs("DeviceHost"):
+            break
+        time.sleep(0.2)
+    return {"devices": n, "hosts": info["hosts"], "per_round": int(np.median(participants_seen)),
+            "setup_s": setup_s, "round_s": float(np.median(walls[1:-1] if rounds > 2 else walls)),
+            "first_round_s": walls[0], "last_round_s": walls[-1], "driver_rss_mb": max(rss),
+            "driver_rss_setup_mb": rss[0], "hosts_rss_mb": hosts_rss}
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'devices':>8} {'hosts':>5} {'per round':>9} {'setup s':>8} {'round s':>8} {'round 1 s':>9} "
+            f"{'last s':>7} {'driver RSS MB':>13} {'hosts RSS MB':>12}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['devices']:>8,} {r['hosts']:>5} {r['per_round']:>9} {r['setup_s']:>8.2f} {r['round_s']:>8.3f} "
+                     f"{r['first_round_s']:>9.3f} {r['last_round_s']:>7.2f} {r['driver_rss_mb']:>13.0f} "
+                     f"{r['hosts_rss_mb']:>12.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--hosts", type=int, default=4, help="device-host actors at every size")
+    ap.add_argument("--participants", type=int, default=100)
+    ap.add_argument("--eval-users", type=int, default=100)
+    ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench/out/scale"))
+    args = ap.parse_args(argv)
+
+    import ray
+
+    from fedray import runtime
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runtime.start(None, ["default"], args.num_cpus)
+    rows = []
+    try:
+        for n in args.sizes:
+            rows.append(run_size(n, args.rounds, args.hosts, args.participants, args.eval_users, out / f"n{n}"))
+            print(f"  {n} devices: setup {rows[-1]['setup_s']:.1f} s, round {rows[-1]['round_s']:.3f} s", flush=True)
+    finally:
+        ray.shutdown()
+    print(f"\nfedray scale: default job (synthetic, MF dim 32, 1000 items, ternary), {args.participants} devices "
+          f"per round, {args.rounds} rounds, {args.num_cpus} CPUs")
+    print(table(rows))
+    (out / "scale.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

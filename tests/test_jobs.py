@@ -1,0 +1,295 @@
+"""Ray Jobs: `fedray submit | status | logs | stop` and `ray job submit` against a real two-node cluster.
+
+The cluster is `ray start --head` plus one `ray start --address` worker on this machine, on their own
+ports, with Ray token authentication on (RAY_AUTH_MODE=token and a test token, as Ray documents for
+multi-node clusters). Each node has its own short --temp-dir: two nodes sharing one would share their
+runtime_resources directory, and the worker's runtime-env agent re-extracting a job's working_dir there
+deletes the running job driver's cwd (torch then fails to load). Everything it starts is stopped by
+process, scoped to its temp dirs and GCS port, never with a machine-wide `ray stop`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from fedray import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SMALL = ["data.synthetic.n_users=60", "data.synthetic.n_items=200", "train.participants=8", "train.eval_every=2",
+         "runtime.devices_per_actor=30", "checkpoint.every=0"]
+
+
+# ---- no cluster: address, token and entrypoint rules ------------------------------------------------------------
+def test_normalize_address():
+    assert jobs.normalize_address("10.0.0.5:8265") == "http://10.0.0.5:8265"
+    assert jobs.normalize_address("https://head.example:443/") == "https://head.example:443"
+    with pytest.raises(jobs.JobError, match="dashboard"):
+        jobs.normalize_address("ray://head:10001")
+
+
+def test_token_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-default\n")
+    (tmp_path / "t").write_text(" from-file \n")
+    local, remote = "http://127.0.0.1:8265", "http://head.example:8265"
+    assert jobs.resolve_token(local, "flag", str(tmp_path / "t"), env={}) == ("flag", "--token")
+    assert jobs.resolve_token(local, None, str(tmp_path / "t"), env={})[0] == "from-file"
+    env = {"RAY_AUTH_TOKEN": "from-env", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "t")}
+    assert jobs.resolve_token(remote, env=env)[0] == "from-env"
+    assert jobs.resolve_token(remote, env={"RAY_AUTH_TOKEN_PATH": str(tmp_path / "t")})[0] == "from-file"
+    # the default file: for a job server on this machine, or anywhere when RAY_AUTH_MODE=token
+    assert jobs.resolve_token(local, env={})[0] == "from-default"
+    assert jobs.resolve_token(remote, env={}) == (None, "none")
+    assert jobs.resolve_token(remote, env={"RAY_AUTH_MODE": "token"})[0] == "from-default"
+    assert jobs.resolve_token(local, env={"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "x"})[0] is None
+    with pytest.raises(jobs.JobError, match="RAY_AUTH_TOKEN_PATH"):
+        jobs.resolve_token(remote, env={"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")})
+
+
+def test_entrypoint_picks_the_job_script_and_validates():
+    cmd = jobs.entrypoint(str(ROOT / "conf/default.yaml"), ["train.rounds=5", "name=a b"], str(ROOT))
+    assert cmd == "python jobs/horizontal.py conf/default.yaml train.rounds=5 'name=a b'"
+    vert = jobs.entrypoint(str(ROOT / "conf/vertical_breast.yaml"), [], str(ROOT), validate=False)
+    assert vert.startswith("python jobs/vertical.py conf/vertical_breast.yaml")
+    from fedray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="roundz"):
+        jobs.entrypoint(str(ROOT / "conf/default.yaml"), ["train.roundz=5"], str(ROOT))
+
+
+def test_submit_refuses_a_config_outside_the_working_dir(tmp_path, capsys):
+    from fedray.cli import main
+
+    conf = tmp_path / "c.yaml"
+    shutil.copy(ROOT / "conf/default.yaml", conf)
+    assert main(["submit", str(conf), "--address", "http://127.0.0.1:9", "--working-dir", str(ROOT)]) == 2
+    assert "must lie inside --working-dir" in capsys.readouterr().out
+    assert main(["submit", str(ROOT / "conf/default.yaml"), "--address", "http://127.0.0.1:9",
+                 "--working-dir", str(ROOT)]) == 2  # nothing listens on port 9
+    assert "no Ray job server answers" in capsys.readouterr().out
+
+
+# ---- a real cluster ---------------------------------------------------------------------------------------------
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def _base_port() -> int:
+    """A base port with the cluster's fixed ports free (below the kernel's ephemeral range)."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000, 10)
+        if all(_free(base + i) for i in (*range(9), 100, 199, 200, 299)):
+            return base
+    raise RuntimeError("no free port range for the test cluster")
+
+
+class Cluster:
+    """A head and one worker started with `ray start`, stopped by process (see the module docstring)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="frj-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+        self.base = _base_port()
+        self.token = secrets.token_hex(16)
+        self.address = f"http://127.0.0.1:{self.base + 1}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
+        self.plain_env = dict(env)  # a client with no token settings at all
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
+        self.env = env
+
+    def start(self) -> None:
+        b, ray = self.base, str(BIN / "ray")
+        self._ray([ray, "start", "--head", f"--port={b}", f"--dashboard-port={b + 1}", f"--ray-client-server-port={b + 2}",
+                   f"--dashboard-agent-listen-port={b + 3}", f"--node-manager-port={b + 5}", f"--object-manager-port={b + 6}",
+                   f"--min-worker-port={b + 100}", f"--max-worker-port={b + 199}", f"--temp-dir={self.dir / 'h'}",
+                   "--num-cpus=1", '--resources={"fedray_tier_default": 10000}', "--include-dashboard=true",
+                   "--dashboard-host=127.0.0.1", "--disable-usage-stats"])
+        self._ray([ray, "start", f"--address=127.0.0.1:{b}", f"--dashboard-agent-listen-port={b + 4}",
+                   f"--node-manager-port={b + 7}", f"--object-manager-port={b + 8}", f"--min-worker-port={b + 200}",
+                   f"--max-worker-port={b + 299}", f"--temp-dir={self.dir / 'w'}", "--num-cpus=1",
+                   '--resources={"fedray_tier_edge": 10000}', "--disable-usage-stats"])
+        self._wait_nodes(2)
+
+    def _ray(self, cmd: list[str]) -> None:
+        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=90)
+        if r.returncode != 0:
+            logs = self.dir / "h" / "session_latest" / "logs"
+            tail = "".join(f"\n--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(logs.glob("dashboard*.err"))
+                           if f.stat().st_size) if logs.is_dir() else ""
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}{tail}")
+
+    def _wait_nodes(self, n: int, timeout: float = 60.0) -> None:
+        code = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                "print(sum(1 for x in ray.nodes() if x['Alive']))")
+        deadline = time.time() + timeout
+        while True:
+            r = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{self.base}"], env=self.env,
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(n)]:
+                return
+            if time.time() > deadline:
+                raise RuntimeError(f"{n} nodes did not come up: {r.stdout[-500:]} {r.stderr[-1500:]}")
+            time.sleep(1)
+
+    def processes(self) -> list:
+        """This cluster's processes: those naming its temp dir or GCS port, and all their descendants."""
+        import ray  # noqa: F401  (puts Ray's vendored psutil on the path)
+        import psutil
+
+        marks = (str(self.dir), f"127.0.0.1:{self.base} ", f":{self.base} ")
+        me = os.getpid()
+        roots = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or []) + " "
+            if p.pid != me and any(m in cmd for m in marks) and ("ray" in cmd or "gcs_server" in cmd):
+                roots.append(p)
+        found = {p.pid: p for p in roots}
+        for p in roots:
+            try:
+                found.update({c.pid: c for c in p.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+        return list(found.values())
+
+    def stop(self) -> None:
+        import ray  # noqa: F401
+        import psutil
+
+        procs = self.processes()
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for p in alive + self.processes():
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def run(self, args: list[str], env: dict | None = None, timeout: float = 150) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=ROOT, env=env or self.env, capture_output=True, text=True, timeout=timeout)
+
+    def fedray(self, *args: str, env: dict | None = None, timeout: float = 150) -> subprocess.CompletedProcess:
+        return self.run([str(BIN / "fedray"), *args], env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+
+    ray.shutdown()  # the session's shared cluster first: one Ray cluster at a time
+    c = Cluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+    assert not c.processes(), "the test cluster left processes behind"
+
+
+def _artifacts(run: Path, rounds: int) -> None:
+    for name in ("config.yaml", "metrics.parquet", "grouping.parquet", "summary.json", "curves.png",
+                 "models/group-0.parquet"):
+        assert (run / name).is_file(), name
+    assert [r["round"] for r in pq.read_table(run / "metrics.parquet").to_pylist()] == list(range(rounds))
+
+
+@pytest.mark.ray
+def test_fedray_submit_follow_status_logs(cluster, own_cluster, tmp_path):
+    run = tmp_path / "run"
+    env = {**cluster.plain_env, "RAY_AUTH_TOKEN": cluster.token}  # the token the way Ray documents it: env
+    r = cluster.fedray("submit", "conf/default.yaml", *SMALL, "train.rounds=3", f"run_dir={run}",
+                       "--address", cluster.address, "--follow", env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    job_id = r.stdout.splitlines()[0].strip()
+    assert job_id.startswith("raysubmit_")
+    assert "60 devices on 2 device hosts" in r.stdout and f"job {job_id}: SUCCEEDED" in r.stderr
+    _artifacts(run, 3)
+    s = cluster.fedray("status", job_id, "--address", cluster.address, "--token", cluster.token)
+    assert s.returncode == 0 and f"{job_id}: SUCCEEDED" in s.stdout, s.stdout + s.stderr
+    lg = cluster.fedray("logs", job_id, "--address", cluster.address, "--token", cluster.token)
+    assert lg.returncode == 0 and "run directory:" in lg.stdout
+
+
+@pytest.mark.ray
+def test_ray_job_submit_runs_the_job_unchanged_on_tier_nodes(cluster, own_cluster, tmp_path):
+    """The plain Ray CLI: the device hosts ask for fedray_tier_edge, which only the worker node declares."""
+    run = tmp_path / "run"
+    conf = tmp_path / "edge.yaml"
+    conf.write_text((ROOT / "conf/default.yaml").read_text() + "tiers:\n  - {name: edge, share: 1.0}\n")
+    r = cluster.run([str(BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", ".", "--",
+                     "python", "jobs/horizontal.py", str(conf), *SMALL, "train.rounds=2", f"run_dir={run}"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "succeeded" in (r.stdout + r.stderr)
+    _artifacts(run, 2)
+    assert set(pq.read_table(run / "grouping.parquet").column("tier").to_pylist()) == {"edge"}
+
+
+@pytest.mark.ray
+def test_failed_job_exits_nonzero(cluster, own_cluster, tmp_path):
+    r = cluster.fedray("submit", "conf/default.yaml", "data.path=/nonexistent/ratings.csv", f"run_dir={tmp_path / 'r'}",
+                       "--no-validate", "--address", cluster.address, "--token", cluster.token, "--follow")
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "FAILED" in r.stderr and "data.path" in r.stdout
+
+
+@pytest.mark.ray
+def test_stop_a_running_job(cluster, own_cluster, tmp_path):
+    r = cluster.fedray("submit", "conf/default.yaml", *SMALL, "train.rounds=100000", f"run_dir={tmp_path / 'r'}",
+                       "--address", cluster.address, "--token", cluster.token)
+    assert r.returncode == 0, r.stderr[-2000:]
+    job_id = r.stdout.strip().splitlines()[0]
+    c = jobs.client(cluster.address, cluster.token)
+    deadline = time.time() + 60
+    while str(jobs.status(c, job_id).status) != "RUNNING" and time.time() < deadline:
+        time.sleep(0.5)
+    s = cluster.fedray("stop", job_id, "--wait", "--address", cluster.address, "--token", cluster.token)
+    assert s.returncode == 0 and f"{job_id}: STOPPED" in s.stdout, s.stdout + s.stderr
+
+
+@pytest.mark.ray
+def test_auth_failures_say_what_to_do(cluster, own_cluster, tmp_path):
+    wrong = cluster.fedray("status", "raysubmit_x", "--address", cluster.address, "--token", "not-the-token")
+    out = " ".join(wrong.stdout.split())  # rich wraps long lines
+    assert wrong.returncode == 2 and "the token from --token was sent" in out and "RAY_AUTH_TOKEN" in out, out
+    none = cluster.fedray("status", "raysubmit_x", "--address", cluster.address,
+                          env={**cluster.plain_env, "HOME": str(tmp_path)})  # no ~/.ray/auth_token either
+    out = " ".join(none.stdout.split())
+    assert none.returncode == 2 and "no token was sent" in out and "ray get-auth-token" in out, out
+
+
+@pytest.mark.ray
+def test_vertical_job_through_submit(cluster, own_cluster, tmp_path):
+    """jobs/vertical.py: data paths outside the uploaded working directory are passed as absolute overrides."""
+    data = ROOT.parent / "shared" / "data" / "vertical"
+    if not (data / "breast_hetero_guest.csv").is_file():
+        pytest.skip(f"vertical data not found at {data}")
+    run = tmp_path / "run"
+    r = cluster.fedray("submit", "conf/vertical_breast.yaml", f"vertical.business_path={data / 'breast_hetero_guest.csv'}",
+                       f"vertical.provider_paths=[{data / 'breast_hetero_host.csv'}]", "vertical.iterations=2",
+                       f"run_dir={run}", "--address", cluster.address, "--token", cluster.token, "--follow")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "jobs/vertical.py" in r.stdout and "iteration 2/2" in r.stdout
+    assert (run / "metrics.parquet").is_file() and (run / "parties").is_dir()
