@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -33,7 +34,10 @@ class DeviceHost:
         self.run_dir = run_dir
         self.fleet = DeviceFleet(cfg, load_recdata(typed.data, typed.seed), np.asarray(device_ids, np.int64))
         self.profiles, _ = draw_profiles([tier], [1.0], len(device_ids), stream(cfg["seed"], STREAM_HW, host_index))
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        with warnings.catch_warnings():  # Ray's own accessor trips its deprecated `actor_id` property
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        if restarted:
             self._restore_from_checkpoint(typed)
 
     def _restore_from_checkpoint(self, typed) -> None:
