@@ -23,7 +23,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from fedray.core import ternary
 
-MODE_NAMES = {ternary.MODE_DENSE: "dense", ternary.MODE_SPARSE: "sparse"}
+MODE_NAMES = {ternary.MODE_DENSE: "dense", ternary.MODE_SPARSE: "sparse", ternary.MODE_ROWS: "rows"}
 
 
 def _cases() -> list[tuple[str, np.ndarray, float | None]]:

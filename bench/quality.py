@@ -31,10 +31,11 @@ def run_job(conf: str, overrides: list[str], run_dir: Path) -> list[dict]:
     return pq.read_table(run_dir / "metrics.parquet").to_pylist()
 
 
-def federated(data: str, rounds: int, method: str, tmp: Path, extra: tuple[str, ...] = ()) -> list[dict]:
+def federated(data: str, rounds: int, method: str, tmp: Path, extra: tuple[str, ...] = (), seed: int = 0) -> list[dict]:
     """671 MovieLens devices, 64 per round, float or ternary updates."""
     return run_job("conf/movielens.yaml", [f"data.path={data}", f"train.rounds={rounds}", "train.eval_every=25",
-                                           f"compression.method={method}", *extra], tmp / method)
+                                           f"compression.method={method}", f"seed={seed}", *extra],
+                   tmp / f"{method}-{seed}")
 
 
 def final(records: list[dict]) -> dict:
@@ -81,8 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "movielens-small"))
+    ap.add_argument("--seeds", type=int, default=1, help="repeat float and ternary over this many seeds")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.seeds > 1:
+        return seed_study(args)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         curves = {
@@ -99,6 +103,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ternary vs float at equal rounds: HR@10 {t['hr10'] / f['hr10'] - 1:+.1%}, NDCG@10 {t['ndcg10'] / f['ndcg10'] - 1:+.1%}")
     plot(curves, OUT / "quality.png")
     print(f"wrote {OUT / 'quality.png'}")
+
+
+def seed_study(args: argparse.Namespace) -> None:
+    """Float and ternary FedAvg over several seeds: the per-seed ratio separates the codec from sampling noise."""
+    import numpy as np
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        for seed in range(args.seeds):
+            f = final(federated(args.data, args.rounds, "none", Path(tmp_name), seed=seed))
+            t = final(federated(args.data, args.rounds, "ternary", Path(tmp_name), seed=seed))
+            rows.append((seed, f, t))
+            print(f"seed {seed}: float HR@10 {f['hr10']:.4f} NDCG@10 {f['ndcg10']:.4f} | ternary HR@10 {t['hr10']:.4f} "
+                  f"NDCG@10 {t['ndcg10']:.4f} | {t['ratio']:.1f}x smaller, {t['bits']:.3f} bits/el", flush=True)
+    for key, name in (("hr10", "HR@10"), ("ndcg10", "NDCG@10")):
+        ratio = np.array([t[key] / f[key] - 1 for _, f, t in rows])
+        print(f"{name}: float {np.mean([f[key] for _, f, _ in rows]):.4f}, ternary {np.mean([t[key] for _, _, t in rows]):.4f}, "
+              f"ternary vs float {ratio.mean():+.1%} (seed sd {ratio.std(ddof=1):.1%}, {args.seeds} seeds, {args.rounds} rounds)")
 
 
 if __name__ == "__main__":

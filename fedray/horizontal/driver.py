@@ -228,15 +228,26 @@ class Driver:
         restarted = 0
         for h in sorted(crashed):
             n = int((self.host_of == h).sum())
-            try:
-                ray.get(self.hosts[h].ping.remote(), timeout=self.cfg.runtime.round_timeout_s)
+            if self._await_restart(h):
                 restarted += 1
                 self.log.append(f"round {self.round}: device host {h} restarted; its {n} devices rejoin from the last checkpoint")
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            else:
                 self.host_dead[h] = True
                 self.log.append(f"round {self.round}: device host {h} is gone for good; its {n} devices leave")
         crashed.clear()
         return restarted
+
+    def _await_restart(self, h: int) -> bool:
+        """Wait until a crashed host answers again (calls fail while Ray restarts it); False if it never does."""
+        deadline = time.monotonic() + min(self.cfg.runtime.round_timeout_s, 120.0)
+        while True:
+            try:
+                ray.get(self.hosts[h].ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return True
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.25)
 
     def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int, down: int, crashed: set[int]) -> dict:
         """Wait for a group's updates, accept the first K by simulated arrival, validate, decode, fuse and step."""
@@ -324,13 +335,21 @@ class Driver:
         for h in np.unique(self.host_of[devices]):
             mine = devices[self.host_of[devices] == h]
             calls.append(self.hosts[h].evaluate.remote(refs, self.specs, mine.tolist(), self.group_of[mine].tolist(), r))
-        outs = ray.get(calls, timeout=self.cfg.runtime.round_timeout_s)
+        outs = []
+        for call in calls:  # a host that crashed meanwhile just has no score this time
+            try:
+                outs.append(ray.get(call, timeout=self.cfg.runtime.round_timeout_s))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass
+        if not outs:
+            return
         groups = np.concatenate([o["groups"] for o in outs])
         hits = np.concatenate([o["hits"] for o in outs])
         ndcg = np.concatenate([o["ndcg"] for o in outs])
         for rec in records:
             sel = groups == rec["group"]
-            rec["hr10"], rec["ndcg10"] = float(hits[sel].mean()), float(ndcg[sel].mean())
+            if sel.any():
+                rec["hr10"], rec["ndcg10"] = float(hits[sel].mean()), float(ndcg[sel].mean())
 
     # ---- results and checkpoints ---------------------------------------------------------------------------
     def metrics_table(self) -> pa.Table:
