@@ -55,6 +55,21 @@ def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> lis
     return [np.sort(part) for part in np.split(perm, np.cumsum(counts)[:-1])]
 
 
+def _fetch(refs: list) -> list:
+    """Values of finished ObjectRefs in one round trip; only if some failed, each one alone (its error as the value)."""
+    try:
+        return ray.get(refs)
+    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError):
+        pass
+    out = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref))
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as e:
+            out.append(e)
+    return out
+
+
 @ray.remote
 class Driver:
     """Coordinates a horizontal run: it never sees device data or private user vectors, only encoded updates."""
@@ -259,14 +274,12 @@ class Driver:
         results, failures, reasons = [], 0, {}
         selected, seen = set(device_of.values()), set()
         max_bytes = self.bytes_float32[g.gid] + validate.HEADER_SLACK
-        for ref in ready:
-            try:
-                res = ray.get(ref)
-            except ray.exceptions.RayActorError:  # the host process died: it restarts and rejoins after the round
+        for ref, res in zip(ready, _fetch(ready)):
+            if isinstance(res, ray.exceptions.RayActorError):  # the host died: it restarts and rejoins after the round
                 failures += 1
                 crashed.add(int(self.host_of[device_of[ref]]))
                 continue
-            except (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError):
+            if isinstance(res, Exception):
                 failures += 1
                 continue
             why = validate.check_result(res, selected, seen, max_bytes)
