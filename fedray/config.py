@@ -26,6 +26,8 @@ class RuntimeConfig:
     devices_per_actor: int = 100  # simulated devices one actor hosts, each with its own state
     round_timeout_s: float = 300.0  # wall-clock deadline for one round's updates (ray.wait)
     max_restarts: int = 3  # times Ray restarts a crashed device host; it then rejoins from the last checkpoint
+    placement: str = "default"  # default (Ray's scheduler) | spread | pack: one placement group per tier
+    placement_timeout_s: float = 60.0  # how long a tier's placement group may take to be reserved
 
 
 @dataclass
@@ -167,6 +169,7 @@ CHOICES = {
     "compression.mode": ("auto", "dense", "sparse", "rows"),
     "compression.broadcast": ("float32", "ternary"),
     "grouping.method": ("none", "thresholds", "kmeans"),
+    "runtime.placement": ("default", "spread", "pack"),
     "grouping.by": ("cores", "memory_gb", "gflops", "up_mbps", "down_mbps", "availability"),
 }
 
@@ -177,6 +180,7 @@ RANGES = {
     "runtime.devices_per_actor": (1, True, None),
     "runtime.round_timeout_s": (0.0, False, None),
     "runtime.max_restarts": (-1, True, None),
+    "runtime.placement_timeout_s": (0.0, False, None),
     "train.clip_update_norm": (0.0, False, None),
     "faults.crash": (0.0, True, 1.0),
     "faults.corrupt": (0.0, True, 1.0),

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from fedray import placement
 from fedray.checkpoint import CheckpointStore, arrays_to_table
 from fedray.config import config_digest, from_plain
 from fedray.core import clock, fusion, grouping, selection, ternary, validate
@@ -102,13 +103,17 @@ class Driver:
                     cfg.runtime.driver_cpus)
         self.hosts, self.host_of = [], np.zeros(n_users, np.int32)
         self.tier_of = np.zeros(n_users, np.int16)
+        rt = cfg.runtime
         for ti, (tier, devices, tier_chunks) in enumerate(zip(tiers, per_tier, chunks)):
             self.tier_of[devices] = ti
-            for chunk in tier_chunks:
+            pg = (placement.reserve(self.run_dir, tier["name"], len(tier_chunks), rt.actor_cpus, rt.placement,
+                                    rt.placement_timeout_s) if rt.placement != "default" and tier_chunks else None)
+            for i, chunk in enumerate(tier_chunks):
                 self.host_of[chunk] = len(self.hosts)
                 self.hosts.append(DeviceHost.options(
-                    num_cpus=cfg.runtime.actor_cpus, resources={tier_resource(tier["name"]): TIER_REQUEST},
-                    max_restarts=cfg.runtime.max_restarts, max_task_retries=0,
+                    num_cpus=rt.actor_cpus, resources={tier_resource(tier["name"]): TIER_REQUEST},
+                    max_restarts=rt.max_restarts, max_task_retries=0,
+                    scheduling_strategy=placement.host_strategy(pg, i) if pg else None,
                 ).remote(self.plain, chunk.tolist(), tier, len(self.hosts), str(self.run_dir)))
         reports = ray.get([h.report.remote() for h in self.hosts], timeout=cfg.runtime.round_timeout_s)
         self.profiles = np.zeros((n_users, len(HW_FIELDS)))

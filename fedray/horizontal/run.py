@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedray import placement
 from fedray.config import to_plain
 from fedray.horizontal.driver import Driver
 from fedray.metrics import plot_curves, summarize, summary_table
@@ -22,41 +23,44 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
     driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
     try:
-        info = ray.get(driver.setup.remote())
-    except ray.exceptions.RayTaskError as e:
+        try:
+            info = ray.get(driver.setup.remote())
+        except ray.exceptions.RayTaskError as e:
+            ray.kill(driver)
+            if isinstance(e.cause, ClusterError):  # the driver's capacity check: surface its message, not a traceback
+                raise e.cause from None
+            raise
+        console.print(f"[bold]{info['devices']} devices[/] on {info['hosts']} device hosts, {info['items']} items")
+        for line in info["log"]:
+            console.print(f"  {line}")
+        start = ray.get(driver.restore.remote(force)) if resume else None
+        shown = ray.get(driver.messages.remote())
+        for line in shown[len(info["log"]):]:
+            console.print(f"[yellow]{line}[/]")
+        if start is not None:
+            console.print(f"resumed from the checkpoint of round {start}")
+        start = start or 0
+        with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
+            for _ in range(start, cfg.train.rounds):
+                recs = ray.get(driver.run_round.remote())
+                if any(r["failures"] or r["rejected"] or r["retries"] for r in recs):
+                    log = ray.get(driver.messages.remote())
+                    for line in log[len(shown):]:
+                        progress.console.print(f"[yellow]{line}[/]")
+                    shown = log
+                status = "  ".join(
+                    f"g{r['group']}: loss {r['train_loss']:.3f}" + (f" HR@10 {r['hr10']:.3f}" if r["hr10"] == r["hr10"] else "")
+                    for r in recs)
+                progress.update(task, advance=1, status=status)
+        ray.get(driver.finish.remote())
+        records = ray.get(driver.metrics_table.remote()).to_pylist()
+        rows = summarize(records)
+        console.print(summary_table(rows, f"fedray horizontal run: {run_dir}"))
+        plot_curves(records, Path(run_dir) / "curves.png")
+        (Path(run_dir) / "summary.json").write_text(json.dumps(rows, indent=1))
         ray.kill(driver)
-        if isinstance(e.cause, ClusterError):  # the driver's capacity check: surface its message, not a traceback
-            raise e.cause from None
-        raise
-    console.print(f"[bold]{info['devices']} devices[/] on {info['hosts']} device hosts, {info['items']} items")
-    for line in info["log"]:
-        console.print(f"  {line}")
-    start = ray.get(driver.restore.remote(force)) if resume else None
-    shown = ray.get(driver.messages.remote())
-    for line in shown[len(info["log"]):]:
-        console.print(f"[yellow]{line}[/]")
-    if start is not None:
-        console.print(f"resumed from the checkpoint of round {start}")
-    start = start or 0
-    with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
-        for _ in range(start, cfg.train.rounds):
-            recs = ray.get(driver.run_round.remote())
-            if any(r["failures"] or r["rejected"] or r["retries"] for r in recs):
-                log = ray.get(driver.messages.remote())
-                for line in log[len(shown):]:
-                    progress.console.print(f"[yellow]{line}[/]")
-                shown = log
-            status = "  ".join(
-                f"g{r['group']}: loss {r['train_loss']:.3f}" + (f" HR@10 {r['hr10']:.3f}" if r["hr10"] == r["hr10"] else "")
-                for r in recs)
-            progress.update(task, advance=1, status=status)
-    ray.get(driver.finish.remote())
-    records = ray.get(driver.metrics_table.remote()).to_pylist()
-    rows = summarize(records)
-    console.print(summary_table(rows, f"fedray horizontal run: {run_dir}"))
-    plot_curves(records, Path(run_dir) / "curves.png")
-    (Path(run_dir) / "summary.json").write_text(json.dumps(rows, indent=1))
-    ray.kill(driver)
+    finally:  # placement groups belong to the job, not the driver: free them however the run ended
+        placement.release(run_dir, [t.name for t in cfg.tiers])
     return rows

@@ -118,6 +118,56 @@ def test_a_tier_no_node_can_host_fails_fast_naming_it(own_cluster, tmp_path, cap
         _shutdown(cluster)
 
 
+@pytest.mark.ray
+def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(own_cluster, tmp_path, capsys):
+    """runtime.placement: SPREAD puts a tier's hosts on distinct nodes of the tier, PACK on one; a tier whose
+    group cannot be reserved fails with exit 2 naming it; no run leaves a placement group behind."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        node_tier = {}
+        for tier in ("high", "high", "mid", "low"):
+            node = cluster.add_node(num_cpus=1, resources={tier_resource(tier): TIER_UNITS})
+            node_tier[node.node_id] = tier
+        cluster.wait_for_nodes()
+        hosts_per_node = {}
+        for policy in ("spread", "pack"):
+            code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
+                             f"runtime.placement={policy}", name=policy)
+            assert code == 0, capsys.readouterr().out
+            g = pq.read_table(run / "grouping.parquet").to_pylist()
+            assert all(node_tier[r["node"]] == r["tier"] for r in g)
+            high = {(r["host"], r["node"]) for r in g if r["tier"] == "high"}
+            assert len({h for h, _ in high}) == 2  # 10 high devices, 5 per host
+            hosts_per_node[policy] = len({n for _, n in high})
+        assert hosts_per_node == {"spread": 2, "pack": 1}
+
+        if not ray.is_initialized():  # the runs above leave this process connected to the cluster
+            ray.init(address=cluster.address, logging_level="ERROR")
+        assert {p["state"] for p in placement_group_table().values()} <= {"REMOVED"}
+        # Another job holds most of both high nodes: the run cannot reserve its high tier and says so.
+        blocker = placement_group([{"CPU": 0.9, tier_resource("high"): 1.0}] * 2, strategy="STRICT_SPREAD")
+        assert blocker.wait(30)
+        t0 = time.monotonic()
+        code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
+                         "runtime.placement=spread", "runtime.placement_timeout_s=3", name="blocked")
+        out = capsys.readouterr().out
+        assert code == 2 and time.monotonic() - t0 < 60, out
+        assert "tier 'high'" in out and "runtime.placement" in out and "Traceback" not in out
+        assert not run.exists()
+        if not ray.is_initialized():
+            ray.init(address=cluster.address, logging_level="ERROR")
+        remove_placement_group(blocker)
+        states = [p["state"] for p in placement_group_table().values() if p["name"].startswith("fedray-")]
+        assert states and set(states) == {"REMOVED"}
+    finally:
+        _shutdown(cluster)
+
+
 # ---- on the shared local cluster ---------------------------------------------------------------------------
 @pytest.mark.ray
 def test_more_device_hosts_than_cpus_fails_fast(ray_local, tmp_path, capsys):
