@@ -12,8 +12,9 @@ Per tensor g (flattened, float32), a scaler s >= 0 is chosen:
   lowers its variance). A constant tensor (std 0) falls back to s = max|g|.
 
 Each element becomes trit t = sign(g) with probability |g|/s, else 0, so E[t * s] = g (clipped g
-when clipping). One float32 uniform u is drawn per element (always n draws per tensor, whatever
-its values, so the generator advances by a data-independent amount); t != 0 iff |g| > u * s.
+when clipping). One float32 uniform u is drawn per element (always n draws per tensor in the dense and sparse
+modes, whatever its values; mode rows draws only for the elements of its nonzero rows); t != 0 iff
+|g| > u * s.
 An all-zero or empty tensor gives all-zero trits and s = 0. Non-finite inputs raise ValueError.
 
 Wire format, version 1 (all integers little-endian, floats IEEE-754 binary32)
@@ -464,41 +465,57 @@ def encode(
     return b"".join(parts), deq
 
 
+def _row_absmax(g: np.ndarray) -> np.ndarray:
+    """Per-row max |g| of a 2-D array; short rows go column by column (numpy reduces short rows slowly)."""
+    a = np.abs(g)
+    if g.shape[1] > 64:
+        return a.max(axis=1)
+    m = a[:, 0].copy()
+    for j in range(1, g.shape[1]):
+        np.maximum(m, a[:, j], out=m)
+    return m
+
+
 def _encode_rows(flat: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator,
                  clip_sigma: float | None) -> tuple[bytes, np.float32, np.ndarray]:
-    """Mode 2: per-row scaled stochastic ternarization -> (body, largest row scale, dequantized flat)."""
+    """Mode 2: per-row scaled stochastic ternarization -> (body, largest row scale, dequantized flat).
+
+    Only the touched (nonzero) rows are quantized and draw uniforms, so the cost follows the rows a
+    device's update touched rather than the size of the table.
+    """
     n = flat.size
     rows = shape[0]
     cols = n // rows if rows else 0
-    u = rng.random(n, dtype=np.float32)  # n draws whatever the values, as in the other modes
     g = flat.reshape(rows, cols)
-    a = np.abs(g)
-    s = a.max(axis=1) if cols else np.zeros(rows, np.float32)
+    out = np.zeros((rows, cols), np.float32)
+    if not cols:
+        return np.zeros(-(-rows // 8), np.uint8).tobytes(), np.float32(0.0), out.reshape(-1)
+    s = _row_absmax(g)
     if not np.isfinite(s).all():
         raise ValueError("tensor contains non-finite values")
-    if clip_sigma is not None and cols:
-        nnz = np.maximum(np.count_nonzero(g, axis=1), 1)
-        sc = np.float32(clip_sigma) * np.sqrt(np.einsum("ij,ij->i", g, g) / nnz).astype(np.float32)
+    touched = np.flatnonzero(s > 0)
+    sub, s = g[touched], s[touched]
+    if clip_sigma is not None:
+        nnz = np.maximum(np.count_nonzero(sub, axis=1), 1)
+        sc = np.float32(clip_sigma) * np.sqrt(np.einsum("ij,ij->i", sub, sub) / nnz).astype(np.float32)
         s = np.where((sc > 0) & (sc < s), sc, s).astype(np.float32)
     s16 = s.astype(np.float16)
-    low = s16.astype(np.float32) < s
+    low = s16.astype(np.float32) < s  # round scales up, so |g| <= s keeps P(trit) = |g|/s <= 1
     s16[low] = np.nextafter(s16[low], np.float16(np.inf))
     if not np.isfinite(s16).all():
         raise ValueError("a row scale exceeds the float16 range of mode 'rows'")
-    scale = s16.astype(np.float32)
-    listed = scale > 0
-    sub_s = scale[listed][:, None]
-    nz = np.minimum(a[listed], sub_s) > u.reshape(rows, cols)[listed] * sub_s
+    sub_s = s16.astype(np.float32)[:, None]  # every touched row has a scale > 0 (rounded up from s > 0)
+    u = rng.random(sub.size, dtype=np.float32).reshape(sub.shape)
+    nz = np.minimum(np.abs(sub), sub_s) > u * sub_s
     digits = np.ones(-(-nz.size // 5) * 5, np.uint8)
     dv = digits[:nz.size]
-    dv += (nz & (g[listed] > 0)).ravel().view(np.uint8)
-    dv -= (nz & (g[listed] < 0)).ravel().view(np.uint8)
-    out = np.zeros((rows, cols), np.float32)
-    if nz.size:
-        out[listed] = np.take(_DIGIT_F32, dv).reshape(-1, cols) * sub_s
-    body = b"".join([np.packbits(listed, bitorder="little").tobytes(), s16[listed].tobytes(),
-                     _pack_dense(digits).tobytes()])
-    return body, np.float32(scale.max() if rows else 0.0), out.reshape(-1)
+    dv += (nz & (sub > 0)).ravel().view(np.uint8)
+    dv -= (nz & (sub < 0)).ravel().view(np.uint8)
+    out[touched] = np.take(_DIGIT_F32, dv).reshape(-1, cols) * sub_s
+    listed = np.zeros(rows, bool)
+    listed[touched] = True
+    body = b"".join([np.packbits(listed, bitorder="little").tobytes(), s16.tobytes(), _pack_dense(digits).tobytes()])
+    return body, np.float32(sub_s.max() if len(touched) else 0.0), out.reshape(-1)
 
 
 def _decode_rows(body: np.ndarray, shape: tuple[int, ...], n: int) -> np.ndarray:
