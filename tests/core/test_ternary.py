@@ -564,3 +564,16 @@ def test_rows_mode_rejects_malformed_bodies():
     with pytest.raises(PayloadError) as e:
         decode(fix_crc(bad), [g.shape])
     assert e.value.reason in ("truncated", "overlong")
+
+
+def test_rows_mode_draws_only_for_touched_rows():
+    """Zero rows cost no draws: padding a table with untouched rows leaves the touched rows' trits as they were."""
+    g = np.random.default_rng(3).normal(size=(6, 8)).astype(np.float32)
+    padded = np.zeros((40, 8), np.float32)
+    at = np.array([2, 9, 17, 21, 30, 39])
+    padded[at] = g
+    _, small = encode([g], np.random.default_rng(11), mode="rows", clip_sigma=2.5)
+    payload, big = encode([padded], np.random.default_rng(11), mode="rows", clip_sigma=2.5)
+    np.testing.assert_array_equal(big[0][at], small[0])
+    assert not np.delete(big[0], at, axis=0).any()
+    np.testing.assert_array_equal(decode(payload, [(40, 8)])[0], big[0])
