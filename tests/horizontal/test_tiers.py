@@ -131,7 +131,7 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
     try:
         node_tier = {}
         for tier in ("high", "high", "mid", "low"):
-            node = cluster.add_node(num_cpus=1, resources={tier_resource(tier): TIER_UNITS})
+            node = cluster.add_node(num_cpus=2, resources={tier_resource(tier): TIER_UNITS})
             node_tier[node.node_id] = tier
         cluster.wait_for_nodes()
         hosts_per_node = {}
@@ -150,7 +150,7 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
             ray.init(address=cluster.address, logging_level="ERROR")
         assert {p["state"] for p in placement_group_table().values()} <= {"REMOVED"}
         # Another job holds most of both high nodes: the run cannot reserve its high tier and says so.
-        blocker = placement_group([{"CPU": 0.9, tier_resource("high"): 1.0}] * 2, strategy="STRICT_SPREAD")
+        blocker = placement_group([{"CPU": 1.9, tier_resource("high"): 1.0}] * 2, strategy="STRICT_SPREAD")
         assert blocker.wait(30)
         t0 = time.monotonic()
         code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
