@@ -1,9 +1,9 @@
 """Framework overhead: fedray's round time on Ray against the same rounds in a plain single-process loop.
 
 Run: .venv/bin/python bench/overhead.py [--rounds 20] [--data ../shared/data/movielens-small] [key=value ...]
-Both sides run the same per-round work on MovieLens (671 devices, 64 per round, 10 local steps, ternary
-updates with error feedback): select, train each participant, encode, decode, fuse, server step. The plain
-loop calls fedray's pure core directly (DeviceFleet, ternary codec, fusion) in this process, one torch
+Both sides run the same per-round work on MovieLens (conf/movielens.yaml: 671 devices, 64 per round,
+10 local steps, ternary updates; overrides such as compression.error_feedback=true apply to both):
+select, train each participant, encode, decode, fuse, server step. The plain loop calls fedray's pure core directly (DeviceFleet, ternary codec, fusion) in this process, one torch
 thread, no Ray. fedray runs the real driver actor and device-host actors on an embedded local Ray; "1 host"
 puts every device on one actor so compute is as serial as the plain loop and only the framework differs;
 more hosts let local training use both cores (and pay more for Ray's processes sharing them).
@@ -60,10 +60,11 @@ def plain_loop(data: str, rounds: int, extra: list[str]) -> list[float]:
         t0 = time.perf_counter()
         chosen = selection.select(np.arange(rec.n_users), selection.participant_count(t.participants, rec.n_users),
                                   t.over_select, rng)
-        results = [fleet.train(int(d), params, spec, r) for d in chosen]
+        # trained and fused in device order, as the driver fuses
+        results = [fleet.train(int(d), params, spec, r) for d in np.sort(chosen)]
         updates = [dict(zip(spec.shapes(), decode_update(res["payload"], shapes, cfg.compression.method)))
-                   for res in sorted(results, key=lambda res: res["device"])]
-        weights = [counts[res["device"]] for res in sorted(results, key=lambda res: res["device"])]
+                   for res in results]
+        weights = [counts[res["device"]] for res in results]
         params = opt.step(params, fusion.weighted_mean(updates, weights))
         times.append(time.perf_counter() - t0)
     return times

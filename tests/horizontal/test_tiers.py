@@ -123,9 +123,8 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
     """runtime.placement: SPREAD puts a tier's hosts on distinct nodes of the tier, PACK on one; a tier whose
     group cannot be reserved fails with exit 2 naming it; no run leaves a placement group behind."""
     import ray
-    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
-
     from ray.cluster_utils import Cluster
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
