@@ -100,7 +100,10 @@ def test_edge_shapes(mode):
         np.testing.assert_array_equal(o, q)
     assert out[0] == np.float32(3.5)  # single element: |g| = s, sent exactly
     assert out[3][0] == np.float32(-2.0)
-    np.testing.assert_array_equal(out[5], np.ones((4, 6), np.float32))  # constant: sent exactly
+    if mode == "rows":  # dithered decode: s * (1 + 1/2 - u), within half a scale of g
+        assert ((out[5] > 0.5) & (out[5] <= 1.5)).all()
+    else:
+        np.testing.assert_array_equal(out[5], np.ones((4, 6), np.float32))  # constant: sent exactly
 
 
 def test_modes_share_draws_and_auto_is_smallest():
@@ -316,7 +319,7 @@ def test_reason_bad_header_element_cap():
 def test_reason_version():
     p, _ = dense_payload()
     q = bytearray(p)
-    q[2] = 2
+    q[2] = 1  # version 1 rows bodies had no dither seed
     assert reason(bytes(q)) == "version"
     assert reason(reseal(q)) == "version"
 
@@ -514,21 +517,56 @@ def test_rows_mode_roundtrip_any_shapes(specs, clip, seed):
     for t, o, q in zip(tensors, out, deq):
         np.testing.assert_array_equal(o, q)
         assert o.dtype == np.float32 and o.shape == t.shape
-        assert np.all(o * np.sign(t) >= 0)  # a nonzero value has the sign of g
         if t.ndim >= 2 and t.size:
-            rows = o.reshape(t.shape[0], -1)
-            for r in rows:  # one magnitude per row
-                assert len(np.unique(np.abs(r[r != 0]))) <= 1
+            g, r = t.reshape(t.shape[0], -1), o.reshape(t.shape[0], -1)
+            assert not r[~g.any(1)].any()  # untouched rows decode to exact zeros
+            s = np.abs(g).max(1, keepdims=True)  # dithered values stay within 1.5 row scales
+            assert (np.abs(r) <= 1.5 * s * (1 + 2 ** -9) + 1e-30).all()
+        else:
+            assert np.all(o * np.sign(t) >= 0)  # other modes: a nonzero value has the sign of g
 
 
 def test_rows_mode_is_unbiased_per_row():
     g = _rows_update()[:60]
     g = g[np.abs(g).sum(1) > 0]
     draws = np.stack([encode([g], np.random.default_rng(i), mode="rows")[1][0] for i in range(3000)])
-    scale = np.abs(draws).max(0).max(1, keepdims=True)  # the (float16-rounded) row scales
-    assert (scale >= np.abs(g).max(1, keepdims=True)).all()
-    se = np.sqrt((scale * np.abs(g) - g * g) / len(draws))
+    scale = _row_scales(g)
+    se = scale / np.sqrt(12 * len(draws))  # dithered error: uniform on [-s/2, s/2]
     assert (np.abs(draws.mean(0) - g) <= 5 * se + 1e-6).all()
+
+
+def _row_scales(g: np.ndarray) -> np.ndarray:
+    """Rows-mode scales without clipping: each row's max|g| rounded up to float16."""
+    s = np.abs(g).max(1, keepdims=True)
+    s16 = s.astype(np.float16)
+    return np.where(s16.astype(np.float32) < s, np.nextafter(s16, np.float16(np.inf)), s16).astype(np.float32)
+
+
+def _rows_trits(payload: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """The trits of the listed rows, read straight from a one-tensor rows-mode payload."""
+    o = HEAD + THEAD + 4 * len(shape) + 8  # after the seed
+    nb = -(-shape[0] // 8)
+    m = int(np.unpackbits(np.frombuffer(payload, np.uint8, nb, o), bitorder="little")[:shape[0]].sum())
+    body = np.frombuffer(payload, np.uint8, -(-(m * shape[1]) // 5), o + nb + 2 * m)
+    digits = (body[:, None].astype(np.int64) // 3 ** np.arange(5)) % 3 - 1  # five trits per byte, low digit first
+    return digits.reshape(-1)[:m * shape[1]].reshape(m, shape[1])
+
+
+def test_rows_mode_trits_follow_terngrad_and_decode_with_less_error():
+    """On the wire each trit is sign(g) w.p. |g|/s (TernGrad); the dithered decode has error variance s^2/12."""
+    g = np.random.default_rng(5).normal(size=(8, 32)).astype(np.float32)
+    s = _row_scales(g)
+    runs = [encode([g], np.random.default_rng(i), mode="rows") for i in range(2000)]
+    trits = np.stack([_rows_trits(p, g.shape) for p, _ in runs]).astype(np.float64)
+    fire = np.abs(g) / s
+    assert (trits * np.sign(g) >= 0).all()  # a nonzero trit has the sign of g
+    se = np.sqrt(fire * (1 - fire) / len(runs))
+    assert (np.abs(np.abs(trits).mean(0) - fire) <= 5 * se + 1e-9).all()
+    err = np.stack([d[0] for _, d in runs]) - g
+    dithered = (err ** 2).mean(0).mean(1)
+    np.testing.assert_allclose(dithered, s[:, 0] ** 2 / 12, rtol=0.1)
+    terngrad = (np.abs(g) * (s - np.abs(g))).mean(1)  # variance if the trits were decoded as s * t
+    assert (dithered < 0.75 * terngrad).all()
 
 
 def test_rows_mode_has_lower_error_than_one_scale_on_uneven_rows():
@@ -543,7 +581,7 @@ def test_rows_mode_has_lower_error_than_one_scale_on_uneven_rows():
 def test_rows_mode_rejects_malformed_bodies():
     g = _rows_update(2)
     payload, _ = encode([g], np.random.default_rng(0), mode="rows")
-    body = HEAD + THEAD + 4 * 2  # first body byte: the row bitmap
+    body = HEAD + THEAD + 4 * 2 + 8  # first body byte after the dither seed: the row bitmap
 
     def fix_crc(b: bytearray) -> bytes:
         b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
