@@ -299,7 +299,7 @@ class Driver:
         prof = self.profiles[devices][:, gi] if len(devices) else np.zeros((0, 3))
         t = cfg.train
         flops = np.array([clock.mf_flops(int(self.samples[d]), t.local_steps, t.batch_size * (1 + t.negatives),
-                                         g.spec.dim, g.spec.hidden) for d in devices])
+                                         g.spec.dim, g.spec.mlp_hidden) for d in devices])
         times = clock.device_round_time(flops, prof[:, 0], bytes_up, down, prof[:, 1], prof[:, 2],
                                         self.tier_latency[self.tier_of[devices]])
         accepted = clock.accept_by_deadline(times, k, t.deadline_s)

@@ -28,6 +28,11 @@ class ModelSpec:
     def user_dim(self) -> int:
         return self.dim * (2 if self.kind == "neumf" else 1)
 
+    @property
+    def mlp_hidden(self) -> tuple[int, ...]:
+        """Hidden widths of the MLP the model really has (MF has none, whatever `hidden` holds)."""
+        return self.hidden if self.kind == "neumf" else ()
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the global parameters, in wire order."""
         shapes: dict[str, tuple[int, ...]] = {"item_emb": (self.n_items, self.dim), "item_bias": (self.n_items,)}

@@ -46,3 +46,10 @@ def test_scaled_spec_widths():
     s = scaled_spec(100, 64, [32, 16], "neumf", 0.25)
     assert (s.dim, s.hidden) == (16, (8, 4))
     assert s.shapes()["mlp0_w"] == (32, 8)
+
+
+def test_mlp_hidden_is_empty_for_mf():
+    """Simulated compute counts MLP layers only for a model that has them (MF ignores model.hidden)."""
+    assert scaled_spec(100, 32, [32, 16], "mf", 1.0).mlp_hidden == ()
+    assert scaled_spec(100, 32, [32, 16], "neumf", 0.5).mlp_hidden == (16, 8)
+    assert not any(k.startswith("mlp") for k in scaled_spec(100, 32, [32, 16], "mf", 1.0).shapes())
