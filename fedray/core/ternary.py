@@ -56,7 +56,7 @@ tensor, whichever of dense and sparse is smaller (dense on ties).
 mode 2, rows body (rank >= 2 only; per-row scales, for embedding tables where a device touches
 few rows of very different magnitudes). R = dims[0] rows of C = elements / R trits::
 
-    seed    := u64, seeds numpy's default generator (PCG64) for the shared uniforms
+    seed    := u64, the SplitMix64 seed of the shared uniforms
     bitmap  := ceil(R / 8) bytes, bit r (LSB-first) set iff row r is listed; padding bits zero
     scales  := m float16 (IEEE binary16) row scales of the m listed rows, each finite and > 0
     trits   := the m * C trits of the listed rows, row-major, dense-packed as in mode 0
@@ -66,14 +66,17 @@ scale is its own max|g| (or c * RMS of its nonzero entries after clipping), roun
 next float16 so the quantizer stays unbiased for the clipped row. ``mode="rows"`` uses this for
 every tensor of rank >= 2 and ``auto`` for the others.
 
-The m * C uniforms u (``default_rng(seed).random(m * C, dtype=float32)``, row-major) decide the
-trits: t = floor(g/s + u), which is sign(g) with probability |g|/s and 0 otherwise, the TernGrad
-law above. The receiver regenerates u from the seed and decodes s * (t + 1/2 - u) (subtractive
-dither): still unbiased, but its error is uniform on [-s/2, s/2], variance s^2/12 per element
-instead of |g| (s - |g|), about half on a Gaussian row (on MovieLens it halves the NDCG@10 loss
-against float FedAvg). Decoded rows-mode values are therefore not limited to {-s, 0, s}, and an
-element that is exactly zero in a listed row decodes to zero-mean noise. Both ends must run the same numpy
-(its Generator streams are fixed within a release).
+The m * C uniforms u decide the trits. They are the SplitMix64 stream of the seed, row-major:
+for i = 1, 2, ..., z_i = seed + i * 0x9E3779B97F4A7C15 (mod 2^64), z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9,
+z = (z ^ z >> 27) * 0x94D049BB133111EB, z ^= z >> 31; each z_i gives two uniforms, first
+(z >> 40) / 2^24, then ((z >> 16) & 0xFFFFFF) / 2^24 (an odd count drops the last). The format
+fixes this stream, so both ends agree whatever their numpy versions are.
+The trits are t = floor(g/s + u), which is sign(g) with probability |g|/s and 0 otherwise: the
+TernGrad law above. The receiver regenerates u from the seed and decodes s * (t + 1/2 - u)
+(subtractive dither). That is still unbiased, but its error is uniform on [-s/2, s/2]: variance
+s^2/12 per element instead of |g| (s - |g|), about half on a Gaussian row (on MovieLens it halves
+the NDCG@10 loss against float FedAvg). Decoded rows-mode values are therefore not limited to
+{-s, 0, s}, and an element that is exactly zero in a listed row decodes to zero-mean noise.
 
 Decoder checks, in order
 ------------------------
@@ -127,6 +130,7 @@ _HEAD = struct.Struct("<2sBBI")  # magic, version, flags, count
 _THEAD = struct.Struct("<BBfQQ")  # ndim, mode, scale, elements, body_len
 _SPHEAD = struct.Struct("<IIBI")  # block, m, k, high_len
 _SEED = struct.Struct("<Q")  # rows mode: seed of the shared uniforms
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _CRC = struct.Struct("<I")
 
 REASONS = frozenset(
@@ -534,8 +538,21 @@ def _encode_rows(flat: np.ndarray, shape: tuple[int, ...], rng: np.random.Genera
 
 
 def _row_uniforms(seed: int, shape: tuple[int, int]) -> np.ndarray:
-    """The float32 uniforms of the listed rows, row-major, shared by encoder and decoder through the seed."""
-    return np.random.default_rng(seed).random(shape[0] * shape[1], dtype=np.float32).reshape(shape)
+    """The float32 uniforms of the listed rows, row-major, from SplitMix64(seed): fixed by the format, not by numpy."""
+    n = shape[0] * shape[1]
+    x = np.arange(1, (n + 1) // 2 + 1, dtype=np.uint64)
+    x *= _GOLDEN
+    x += np.uint64(seed)
+    x ^= x >> np.uint64(30)
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    u = np.empty(2 * x.size, np.float32)
+    u[0::2] = x >> np.uint64(40)  # two 24-bit uniforms per 64-bit output
+    u[1::2] = (x >> np.uint64(16)) & np.uint64(0xFFFFFF)
+    u *= np.float32(2.0 ** -24)
+    return u[:n].reshape(shape)
 
 
 def _row_values(trit: np.ndarray, u: np.ndarray, s: np.ndarray) -> np.ndarray:

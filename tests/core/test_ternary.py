@@ -615,3 +615,29 @@ def test_rows_mode_draws_only_for_touched_rows():
     np.testing.assert_array_equal(big[0][at], small[0])
     assert not np.delete(big[0], at, axis=0).any()
     np.testing.assert_array_equal(decode(payload, [(40, 8)])[0], big[0])
+
+
+def _splitmix64(seed: int, n: int) -> list[int]:
+    """Reference SplitMix64 outputs 1..n in plain Python integers (the stream the rows format fixes)."""
+    out, mask = [], (1 << 64) - 1
+    for i in range(1, n + 1):
+        z = (seed + i * 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(z ^ (z >> 31))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 1234])
+def test_rows_mode_uniforms_are_the_splitmix64_stream(seed):
+    """The dither uniforms are fixed by the format (SplitMix64), so a receiver with another numpy decodes alike."""
+    assert _splitmix64(0, 1) == [0xE220A8397B1DCDAF]  # published first output for seed 0
+    g = np.random.default_rng(seed).normal(size=(3, 7)).astype(np.float32)
+    payload, deq = encode([g], np.random.default_rng(seed), mode="rows")
+    stored = struct.unpack_from("<Q", payload, HEAD + THEAD + 4 * 2)[0]  # the body's first 8 bytes
+    halves = [h for z in _splitmix64(stored, (g.size + 1) // 2) for h in (z >> 40, (z >> 16) & 0xFFFFFF)]
+    u = (np.array(halves[:g.size], np.float32) * np.float32(2.0 ** -24)).reshape(g.shape)
+    s = _row_scales(g)
+    t = _rows_trits(payload, g.shape)
+    np.testing.assert_array_equal(t, np.minimum(np.floor(np.clip(g / s, -1, 1) + u), 1))
+    np.testing.assert_allclose(deq[0], s * (t + 0.5 - u), rtol=1e-6, atol=1e-7)
