@@ -75,8 +75,9 @@ The trits are t = floor(g/s + u), which is sign(g) with probability |g|/s and 0 
 TernGrad law above. The receiver regenerates u from the seed and decodes s * (t + 1/2 - u)
 (subtractive dither). That is still unbiased, but its error is uniform on [-s/2, s/2]: variance
 s^2/12 per element instead of |g| (s - |g|), about half on a Gaussian row (on MovieLens it narrows
-the NDCG@10 loss against float FedAvg from about 2.9 % to about 2 %). Decoded rows-mode values are therefore not limited to
-{-s, 0, s}, and an element that is exactly zero in a listed row decodes to zero-mean noise.
+the NDCG@10 loss against float FedAvg from about 2.9 % to about 2 %). Decoded rows-mode values are
+therefore not limited to {-s, 0, s}, and an element that is exactly zero in a listed row decodes to
+zero-mean noise.
 
 Decoder checks, in order
 ------------------------
@@ -151,7 +152,6 @@ REASONS = frozenset(
 _LUT_I8 = ((np.arange(243)[:, None] // 3 ** np.arange(5)) % 3 - 1).astype(np.int8)
 _LUT_F32 = _LUT_I8.astype(np.float32)
 _EMPTY_U8 = np.zeros(0, dtype=np.uint8)
-_DIGIT_F32 = np.array([-1.0, 0.0, 1.0], dtype=np.float32)  # digit -> trit value
 
 
 class PayloadError(ValueError):
