@@ -3,10 +3,11 @@
 Run: .venv/bin/python bench/overhead.py [--rounds 20] [--data ../shared/data/movielens-small] [key=value ...]
 Both sides run the same per-round work on MovieLens (conf/movielens.yaml: 671 devices, 64 per round,
 10 local steps, ternary updates; overrides such as compression.error_feedback=true apply to both):
-select, train each participant, encode, decode, fuse, server step. The plain loop calls fedray's pure core directly (DeviceFleet, ternary codec, fusion) in this process, one torch
-thread, no Ray. fedray runs the real driver actor and device-host actors on an embedded local Ray; "1 host"
-puts every device on one actor so compute is as serial as the plain loop and only the framework differs;
-more hosts let local training use both cores (and pay more for Ray's processes sharing them).
+select, train each participant, encode, decode, fuse, server step. The plain loop calls fedray's pure
+core directly (DeviceFleet, ternary codec, fusion) in this process, one torch thread, no Ray. fedray
+runs the real driver actor and device-host actors on an embedded local Ray; "1 host" puts every device
+on one actor so compute is as serial as the plain loop and only the framework differs; more hosts let
+local training use both cores (and pay more for Ray's processes sharing them).
 Round times exclude the first round (warm-up) and the last (it evaluates); medians over the rest.
 """
 from __future__ import annotations
