@@ -101,7 +101,7 @@ class CompressionConfig:
     update: str = "delta"  # delta (model difference) | gradient
     clip_sigma: Optional[float] = 2.5  # scaler c*sigma after clipping (TernGrad); null: s = max|g|
     error_feedback: bool = True
-    mode: str = "rows"  # rows (per-row scales for embedding tables) | auto | dense | sparse
+    mode: str = "rows"  # rows (row and column scales for embedding tables) | auto | dense | sparse
     broadcast: str = "float32"  # float32 | ternary
 
 

@@ -100,10 +100,8 @@ def test_edge_shapes(mode):
         np.testing.assert_array_equal(o, q)
     assert out[0] == np.float32(3.5)  # single element: |g| = s, sent exactly
     assert out[3][0] == np.float32(-2.0)
-    if mode == "rows":  # dithered decode: s * (1 + 1/2 - u), within half a scale of g
-        assert ((out[5] > 0.5) & (out[5] <= 1.5)).all()
-    else:
-        np.testing.assert_array_equal(out[5], np.ones((4, 6), np.float32))  # constant: sent exactly
+    # constant: sent exactly (rows mode picks TernGrad decoding, whose error is 0 where |g| = s)
+    np.testing.assert_array_equal(out[5], np.ones((4, 6), np.float32))
 
 
 def test_modes_share_draws_and_auto_is_smallest():
@@ -319,7 +317,7 @@ def test_reason_bad_header_element_cap():
 def test_reason_version():
     p, _ = dense_payload()
     q = bytearray(p)
-    q[2] = 1  # version 1 rows bodies had no dither seed
+    q[2] = 2  # version 2 rows bodies had no column scales or decoding rule
     assert reason(bytes(q)) == "version"
     assert reason(reseal(q)) == "version"
 
@@ -507,6 +505,43 @@ def _rows_update(seed: int = 0) -> np.ndarray:
     return g
 
 
+def _rank_one_update(seed: int = 0, noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A recommendation update: 40 of 500 item rows, each a step size times the user vector u (plus noise)."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0, 1, 16).astype(np.float32)
+    g = np.zeros((500, 16), np.float32)
+    rows = rng.choice(500, 40, replace=False)
+    g[rows] = rng.normal(0, 1, (40, 1)) * (u + noise * rng.normal(0, 1, (40, 16)))
+    return g, u
+
+
+def _rows_bodies(payload: bytes) -> list[dict]:
+    """Each rows-mode tensor's fields, read straight from the wire: rule, listed rows, scales s_ij, trits, seed."""
+    (count,) = struct.unpack_from("<I", payload, 4)
+    o, heads = HEAD, []
+    for _ in range(count):
+        ndim, mode, _, _, blen = struct.unpack_from("<BBfQQ", payload, o)
+        heads.append((struct.unpack_from(f"<{ndim}I", payload, o + THEAD), mode, blen))
+        o += THEAD + 4 * ndim
+    out = []
+    for shape, mode, blen in heads:
+        if mode == 2:
+            rows, cols = shape[0], math.prod(shape[1:])
+            seed, rule = struct.unpack_from("<QB", payload, o)
+            nb = -(-rows // 8)
+            listed = np.unpackbits(np.frombuffer(payload, np.uint8, nb, o + 9), bitorder="little")[:rows].astype(bool)
+            m = int(listed.sum())
+            c = np.frombuffer(payload, np.float16, cols if m else 0, o + 9 + nb).astype(np.float32)
+            r = np.frombuffer(payload, np.float16, m, o + 9 + nb + 2 * c.size).astype(np.float32)
+            packed = np.frombuffer(payload, np.uint8, -(-(m * cols) // 5), o + 9 + nb + 2 * c.size + 2 * m)
+            digits = (packed[:, None].astype(np.int64) // 3 ** np.arange(5)) % 3 - 1  # low digit first
+            out.append({"seed": seed, "rule": rule, "listed": listed, "cols": c,
+                        "scale": r[:, None] * c if m else np.zeros((0, cols), np.float32),
+                        "trits": digits.reshape(-1)[:m * cols].reshape(m, cols)})
+        o += blen
+    return out
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=st.lists(st.tuples(shapes_st, kinds_st), min_size=0, max_size=4),
        clip=st.sampled_from([None, 2.5]), seed=st.integers(0, 2**32 - 1))
@@ -514,59 +549,77 @@ def test_rows_mode_roundtrip_any_shapes(specs, clip, seed):
     tensors = [make(kind, shape, seed + i) for i, (shape, kind) in enumerate(specs)]
     payload, deq = encode(tensors, np.random.default_rng(seed), clip_sigma=clip, mode="rows")
     out = decode(payload, [t.shape for t in tensors])
+    bodies = iter(_rows_bodies(payload))
     for t, o, q in zip(tensors, out, deq):
         np.testing.assert_array_equal(o, q)
         assert o.dtype == np.float32 and o.shape == t.shape
-        if t.ndim >= 2 and t.size:
-            g, r = t.reshape(t.shape[0], -1), o.reshape(t.shape[0], -1)
-            assert not r[~g.any(1)].any()  # untouched rows decode to exact zeros
-            s = _row_scales(g)  # dithered values stay within 1.5 row scales
-            assert (np.abs(r) <= 1.5 * s * (1 + 1e-6)).all()
+        if t.ndim >= 2:
+            b = next(bodies)
+            rc = (t.shape[0], math.prod(t.shape[1:]))
+            g, r = t.reshape(rc), o.reshape(rc)
+            np.testing.assert_array_equal(b["listed"], np.abs(g).max(1, initial=0) > 0)
+            assert not r[~b["listed"]].any()  # untouched rows decode to exact zeros
+            s, v = b["scale"], r[b["listed"]]
+            if b["rule"] == 0:  # TernGrad values: -s, 0 or +s
+                np.testing.assert_array_equal(v, b["trits"] * s)
+            else:  # dithered values stay within 1.5 scales
+                assert (np.abs(v) <= 1.5 * s * (1 + 1e-6)).all()
+            if clip is None:  # no clipping: every element lies within its scale
+                assert (np.abs(g[b["listed"]]) <= s * (1 + 1e-6)).all()
         else:
             assert np.all(o * np.sign(t) >= 0)  # other modes: a nonzero value has the sign of g
 
 
-def test_rows_mode_is_unbiased_per_row():
-    g = _rows_update()[:60]
+def _predicted_variance(g: np.ndarray, b: dict) -> np.ndarray:
+    """Per-element error variance of the rule a rows body uses: s^2/12 dithered, |g| (s - |g|) TernGrad."""
+    s, a = b["scale"], np.abs(g[b["listed"]])
+    return np.broadcast_to(s * s / 12, s.shape) if b["rule"] else a * (s - a)
+
+
+@pytest.mark.parametrize("kind", ["uneven rows", "rank one"])
+def test_rows_mode_is_unbiased_per_element(kind):
+    g = _rows_update()[:60] if kind == "uneven rows" else _rank_one_update(1, noise=0.3)[0][:80]
     g = g[np.abs(g).sum(1) > 0]
-    draws = np.stack([encode([g], np.random.default_rng(i), mode="rows")[1][0] for i in range(3000)])
-    scale = _row_scales(g)
-    se = scale / np.sqrt(12 * len(draws))  # dithered error: uniform on [-s/2, s/2]
+    runs = [encode([g], np.random.default_rng(i), mode="rows") for i in range(3000)]
+    bodies = [_rows_bodies(p)[0] for p, _ in runs]
+    assert len({(b["rule"], b["scale"].tobytes()) for b in bodies}) == 1  # scales and rule depend on g alone
+    draws = np.stack([d[0] for _, d in runs])
+    se = np.sqrt(_predicted_variance(g, bodies[0]) / len(draws))
     assert (np.abs(draws.mean(0) - g) <= 5 * se + 1e-6).all()
 
 
-def _row_scales(g: np.ndarray) -> np.ndarray:
-    """Rows-mode scales without clipping: each row's max|g| rounded up to float16."""
-    s = np.abs(g).max(1, keepdims=True)
-    s16 = s.astype(np.float16)
-    return np.where(s16.astype(np.float32) < s, np.nextafter(s16, np.float16(np.inf)), s16).astype(np.float32)
+def test_rows_mode_trits_follow_terngrad_and_decode_with_the_predicted_error():
+    """On the wire each trit is sign(g) w.p. |g|/s (TernGrad); values decode with the chosen rule's variance."""
+    for g in (np.random.default_rng(5).normal(size=(8, 32)).astype(np.float32), _rank_one_update(2, 0.3)[0]):
+        runs = [encode([g], np.random.default_rng(i), mode="rows") for i in range(2000)]
+        b = _rows_bodies(runs[0][0])[0]
+        sub = g[b["listed"]]
+        trits = np.stack([_rows_bodies(p)[0]["trits"] for p, _ in runs]).astype(np.float64)
+        fire = np.abs(sub) / b["scale"]
+        assert (trits * np.sign(sub) >= 0).all()  # a nonzero trit has the sign of g
+        se = np.sqrt(fire * (1 - fire) / len(runs))
+        assert (np.abs(np.abs(trits).mean(0) - fire) <= 5 * se + 1e-9).all()
+        err = (np.stack([d[0][b["listed"]] for _, d in runs]) - sub) ** 2
+        want = _predicted_variance(g, b)
+        np.testing.assert_allclose(err.mean(0).sum(1), want.sum(1), rtol=0.15)
+        s = b["scale"]  # the rule kept is the one with less predicted error
+        assert want.sum() <= min((s * s / 12).sum(), (np.abs(sub) * (s - np.abs(sub))).sum()) * (1 + 1e-6)
 
 
-def _rows_trits(payload: bytes, shape: tuple[int, int]) -> np.ndarray:
-    """The trits of the listed rows, read straight from a one-tensor rows-mode payload."""
-    o = HEAD + THEAD + 4 * len(shape) + 8  # after the seed
-    nb = -(-shape[0] // 8)
-    m = int(np.unpackbits(np.frombuffer(payload, np.uint8, nb, o), bitorder="little")[:shape[0]].sum())
-    body = np.frombuffer(payload, np.uint8, -(-(m * shape[1]) // 5), o + nb + 2 * m)
-    digits = (body[:, None].astype(np.int64) // 3 ** np.arange(5)) % 3 - 1  # five trits per byte, low digit first
-    return digits.reshape(-1)[:m * shape[1]].reshape(m, shape[1])
-
-
-def test_rows_mode_trits_follow_terngrad_and_decode_with_less_error():
-    """On the wire each trit is sign(g) w.p. |g|/s (TernGrad); the dithered decode has error variance s^2/12."""
-    g = np.random.default_rng(5).normal(size=(8, 32)).astype(np.float32)
-    s = _row_scales(g)
-    runs = [encode([g], np.random.default_rng(i), mode="rows") for i in range(2000)]
-    trits = np.stack([_rows_trits(p, g.shape) for p, _ in runs]).astype(np.float64)
-    fire = np.abs(g) / s
-    assert (trits * np.sign(g) >= 0).all()  # a nonzero trit has the sign of g
-    se = np.sqrt(fire * (1 - fire) / len(runs))
-    assert (np.abs(np.abs(trits).mean(0) - fire) <= 5 * se + 1e-9).all()
-    err = np.stack([d[0] for _, d in runs]) - g
-    dithered = (err ** 2).mean(0).mean(1)
-    np.testing.assert_allclose(dithered, s[:, 0] ** 2 / 12, rtol=0.1)
-    terngrad = (np.abs(g) * (s - np.abs(g))).mean(1)  # variance if the trits were decoded as s * t
-    assert (dithered < 0.75 * terngrad).all()
+def test_rows_mode_fits_column_scales_to_rank_one_updates():
+    """A rank-one update (step size per item times the user vector) gets column scales |u|: near-exact trits."""
+    g, u = _rank_one_update(3)
+    payload, deq = encode([g], np.random.default_rng(0), mode="rows")
+    b = _rows_bodies(payload)[0]
+    want = np.maximum(np.abs(u) / np.abs(u).max(), 1 / 32)
+    np.testing.assert_allclose(b["cols"], want, rtol=2e-3)
+    row_only = (np.abs(g).max(1) ** 2 / 12 * g.shape[1]).sum()  # dithered error with one scale per row
+    err = np.mean([np.sum((encode([g], np.random.default_rng(i), mode="rows")[1][0] - g) ** 2) for i in range(20)])
+    assert b["rule"] == 0 and err < 0.01 * row_only
+    noisy, _ = _rank_one_update(3, noise=0.1)  # 99 % rank one: still well below one scale per row
+    err = np.mean([np.sum((encode([noisy], np.random.default_rng(i), mode="rows")[1][0] - noisy) ** 2)
+                   for i in range(20)])
+    assert err < 0.5 * (np.abs(noisy).max(1) ** 2 / 12 * g.shape[1]).sum()
 
 
 def test_rows_mode_has_lower_error_than_one_scale_on_uneven_rows():
@@ -581,27 +634,27 @@ def test_rows_mode_has_lower_error_than_one_scale_on_uneven_rows():
 def test_rows_mode_rejects_malformed_bodies():
     g = _rows_update(2)
     payload, _ = encode([g], np.random.default_rng(0), mode="rows")
-    body = HEAD + THEAD + 4 * 2 + 8  # first body byte after the dither seed: the row bitmap
+    body = HEAD + THEAD + 4 * 2  # the seed (8 bytes), then the rule byte, the bitmap, 16 column scales, row scales
 
     def fix_crc(b: bytearray) -> bytes:
         b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
         return bytes(b)
 
-    bad = bytearray(payload)
-    bad[body + 62] |= 0x80  # a padding bit of the 500-row bitmap (bits 500..503 live in byte 62)
-    with pytest.raises(PayloadError) as e:
-        decode(fix_crc(bad), [g.shape])
-    assert e.value.reason == "bad_index"
-    bad = bytearray(payload)
-    bad[body + 63:body + 65] = np.array([np.inf], np.float16).tobytes()  # first row scale
-    with pytest.raises(PayloadError) as e:
-        decode(fix_crc(bad), [g.shape])
-    assert e.value.reason == "bad_scale"
-    bad = bytearray(payload)
-    bad[body] ^= 0x01  # list or unlist row 0: the body no longer matches the bitmap
-    with pytest.raises(PayloadError) as e:
-        decode(fix_crc(bad), [g.shape])
-    assert e.value.reason in ("truncated", "overlong")
+    def rejects(at: int, value: bytes) -> str:
+        bad = bytearray(payload)
+        bad[at:at + len(value)] = value
+        with pytest.raises(PayloadError) as e:
+            decode(fix_crc(bad), [g.shape])
+        return e.value.reason
+
+    bitmap = body + 9
+    assert rejects(body + 8, b"\x02") == "bad_header"  # decoding rule other than 0 or 1
+    assert rejects(bitmap + 62, bytes([payload[bitmap + 62] | 0x80])) == "bad_index"  # bitmap padding bit
+    cols = bitmap + 63  # 500 rows: a 63-byte bitmap
+    assert rejects(cols + 4, np.array([0.0], np.float16).tobytes()) == "bad_scale"  # third column scale
+    assert rejects(cols + 2 * 16, np.array([np.inf], np.float16).tobytes()) == "bad_scale"  # first row scale
+    assert rejects(cols + 2 * 16, np.array([-1.0], np.float16).tobytes()) == "bad_scale"
+    assert rejects(bitmap, bytes([payload[bitmap] ^ 0x01])) in ("truncated", "overlong")  # (un)list row 0
 
 
 def test_rows_mode_draws_only_for_touched_rows():
@@ -629,15 +682,17 @@ def _splitmix64(seed: int, n: int) -> list[int]:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 1234])
-def test_rows_mode_uniforms_are_the_splitmix64_stream(seed):
-    """The dither uniforms are fixed by the format (SplitMix64), so a receiver with another numpy decodes alike."""
+@pytest.mark.parametrize("kind", ["gaussian", "rank one"])
+def test_rows_mode_uniforms_are_the_splitmix64_stream(seed, kind):
+    """The uniforms are fixed by the format (SplitMix64), so a receiver with another numpy decodes alike."""
     assert _splitmix64(0, 1) == [0xE220A8397B1DCDAF]  # published first output for seed 0
-    g = np.random.default_rng(seed).normal(size=(3, 7)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    g = (rng.normal(size=(3, 7)) if kind == "gaussian" else rng.normal(size=(3, 1)) * rng.normal(size=7))
+    g = g.astype(np.float32)
     payload, deq = encode([g], np.random.default_rng(seed), mode="rows")
-    stored = struct.unpack_from("<Q", payload, HEAD + THEAD + 4 * 2)[0]  # the body's first 8 bytes
-    halves = [h for z in _splitmix64(stored, (g.size + 1) // 2) for h in (z >> 40, (z >> 16) & 0xFFFFFF)]
+    b = _rows_bodies(payload)[0]
+    halves = [h for z in _splitmix64(b["seed"], (g.size + 1) // 2) for h in (z >> 40, (z >> 16) & 0xFFFFFF)]
     u = (np.array(halves[:g.size], np.float32) * np.float32(2.0 ** -24)).reshape(g.shape)
-    s = _row_scales(g)
-    t = _rows_trits(payload, g.shape)
+    s, t = b["scale"], b["trits"]
     np.testing.assert_array_equal(t, np.minimum(np.floor(np.clip(g / s, -1, 1) + u), 1))
-    np.testing.assert_allclose(deq[0], s * (t + 0.5 - u), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(deq[0], s * (t + 0.5 - u) if b["rule"] else s * t, rtol=1e-6, atol=1e-7)
