@@ -56,21 +56,6 @@ def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> lis
     return [np.sort(part) for part in np.split(perm, np.cumsum(counts)[:-1])]
 
 
-def _fetch(refs: list) -> list:
-    """Values of finished ObjectRefs in one round trip; only if some failed, each one alone (its error as the value)."""
-    try:
-        return ray.get(refs)
-    except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError):
-        pass
-    out = []
-    for ref in refs:
-        try:
-            out.append(ray.get(ref))
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as e:
-            out.append(e)
-    return out
-
-
 @ray.remote
 class Driver:
     """Coordinates a horizontal run: it never sees device data or private user vectors, only encoded updates."""
@@ -182,8 +167,8 @@ class Driver:
             ref = ray.put(model)  # one broadcast object per group; devices receive the ObjectRef
             launched.append((g, down, ref, *self._launch(g, ref, r)))
         records, crashed = [], set()
-        for g, down, ref, k, chosen, refs in launched:
-            rec = self._collect(g, k, chosen, refs, r, down, crashed)
+        for g, down, ref, k, chosen, calls in launched:
+            rec = self._collect(g, k, chosen, calls, r, down, crashed)
             retries = 0
             while not rec["applied"] and retries < cfg.train.max_round_retries:  # too few valid updates: again
                 retries += 1
@@ -234,13 +219,56 @@ class Driver:
         return g.replica, len(payload)
 
     def _launch(self, g: Group, ref: ray.ObjectRef, r: int) -> tuple[int, np.ndarray, list]:
-        """Draw the round's participants among the group's live devices and start their local training."""
+        """Draw the round's participants among the group's live devices and start their local training:
+        one streaming call per host -> (K, chosen, [(host, its devices, result stream)])."""
         alive = g.devices[~self.host_dead[self.host_of[g.devices]]]
         if len(alive) == 0:
             raise RuntimeError(f"group {g.gid} has no live device hosts left (all exceeded runtime.max_restarts)")
         k = selection.participant_count(self.cfg.train.participants, len(alive))
         chosen = selection.select(alive, k, self.cfg.train.over_select, self.rng)
-        return k, chosen, [self.hosts[self.host_of[d]].train.remote(int(d), ref, g.spec, r) for d in chosen]
+        hosts = self.host_of[chosen]
+        calls = []
+        for h in np.unique(hosts):
+            devices = [int(d) for d in chosen[hosts == h]]
+            calls.append((int(h), devices, self.hosts[h].train.options(num_returns="streaming").remote(devices, ref, g.spec, r)))
+        return k, chosen, calls
+
+    def _gather(self, calls: list, crashed: set[int]) -> tuple[list, int, int]:
+        """Drain the hosts' result streams until they end or the round times out -> (results, failures, unanswered).
+
+        A host that dies fails its devices that had not answered (and is noted for restart); streams still
+        running at the deadline are cancelled and their unanswered devices returned as stragglers.
+        """
+        deadline = time.monotonic() + self.cfg.runtime.round_timeout_s
+        left = {gen: (h, len(devices)) for h, devices, gen in calls}
+        results, failures = [], 0
+        while left:
+            ready, _ = ray.wait(list(left), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            gen = ready[0]
+            h, n = left[gen]
+            try:
+                res = ray.get(next(gen))
+            except StopIteration:
+                failures += n  # a stream that ended early (it never does unless the host misbehaves)
+                del left[gen]
+                continue
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as e:
+                failures += n
+                if isinstance(e, ray.exceptions.RayActorError):  # the host died: it restarts and rejoins after the round
+                    crashed.add(h)
+                del left[gen]
+                continue
+            left[gen] = (h, n - 1)
+            if isinstance(res, dict) and "error" in res:
+                failures += 1
+                self.log.append(f"round {self.round}: device {res.get('device')} failed: {res['error']}")
+            else:
+                results.append(res)
+        for gen in left:
+            ray.cancel(gen)
+        return results, failures, sum(n for _, n in left.values())
 
     def _recover(self, crashed: set[int]) -> int:
         """Count the device hosts Ray restarted after a crash (each restores its devices from the newest
@@ -269,24 +297,14 @@ class Driver:
                     return False
                 time.sleep(0.25)
 
-    def _collect(self, g: Group, k: int, chosen: np.ndarray, refs: list, r: int, down: int, crashed: set[int]) -> dict:
+    def _collect(self, g: Group, k: int, chosen: np.ndarray, calls: list, r: int, down: int, crashed: set[int]) -> dict:
         """Wait for a group's updates, accept the first K by simulated arrival, validate, decode, fuse and step."""
         cfg = self.cfg
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=cfg.runtime.round_timeout_s)
-        for ref in pending:
-            ray.cancel(ref)
-        device_of = {ref: int(d) for ref, d in zip(refs, chosen)}
-        results, failures, reasons = [], 0, {}
-        selected, seen = set(device_of.values()), set()
+        arrived, failures, unanswered = self._gather(calls, crashed)
+        results, reasons = [], {}
+        selected, seen = {int(d) for d in chosen}, set()
         max_bytes = self.bytes_float32[g.gid] + validate.HEADER_SLACK
-        for ref, res in zip(ready, _fetch(ready)):
-            if isinstance(res, ray.exceptions.RayActorError):  # the host died: it restarts and rejoins after the round
-                failures += 1
-                crashed.add(int(self.host_of[device_of[ref]]))
-                continue
-            if isinstance(res, Exception):
-                failures += 1
-                continue
+        for res in arrived:
             why = validate.check_result(res, selected, seen, max_bytes)
             if why is not None:
                 reasons[why] = reasons.get(why, 0) + 1
@@ -330,7 +348,7 @@ class Driver:
         up_acc = float(bytes_up[accepted].sum()) if len(accepted) else 0.0
         return {
             "round": r, "group": g.gid, "selected": len(chosen), "participants": len(updates),
-            "stragglers": len(results) - len(accepted) + len(pending), "failures": failures,
+            "stragglers": len(results) - len(accepted) + unanswered, "failures": failures,
             "rejected": int(sum(reasons.values())), "reject_reasons": json.dumps(reasons, sort_keys=True),
             "clipped": clipped, "applied": applied,
             "bytes_up": float(bytes_up.sum()), "bytes_down": down * len(chosen),
