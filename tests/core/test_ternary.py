@@ -43,11 +43,13 @@ def make(kind: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
         x[~keep] = 0
     if kind == "spiky":
         x *= (rng.random(shape) < 0.05).astype(np.float32) * 100
+    if kind == "rank one" and x.ndim >= 2:  # a recommendation update: a step size per row times one vector
+        x = (x[:, :1] * x[:1, :]).astype(np.float32) * (rng.random((shape[0],) + (1,) * (x.ndim - 1)) < 0.3)
     return x
 
 
 shapes_st = st.lists(st.integers(0, 7), min_size=0, max_size=3).map(tuple)
-kinds_st = st.sampled_from(["normal", "rows", "zeros", "spiky"])
+kinds_st = st.sampled_from(["normal", "rows", "zeros", "spiky", "rank one"])
 
 
 # --------------------------------------------------------------------------- round trips
