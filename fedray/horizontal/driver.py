@@ -56,6 +56,38 @@ def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> lis
     return [np.sort(part) for part in np.split(perm, np.cumsum(counts)[:-1])]
 
 
+def gather(calls: list, timeout_s: float) -> tuple[list, int, set[int], int]:
+    """Drain the hosts' result streams until they end or time out -> (results, lost, crashed hosts, unanswered).
+
+    results holds each answering device's record ({"device", "error"} when its training raised). A host whose
+    stream breaks loses the devices it had not answered for (a dead host is also returned, to be restarted);
+    streams still running at the deadline are cancelled and their devices counted as unanswered.
+    """
+    deadline = time.monotonic() + timeout_s
+    left = {gen: (h, len(devices)) for h, devices, gen in calls}
+    results, lost, crashed = [], 0, set()
+    while left:
+        ready, _ = ray.wait(list(left), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        gen = ready[0]
+        h, n = left.pop(gen)
+        try:
+            results.append(ray.get(next(gen)))
+        except StopIteration:
+            lost += n  # a stream that ended before its devices did (only a misbehaving host does that)
+            continue
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as e:
+            lost += n
+            if isinstance(e, ray.exceptions.RayActorError):
+                crashed.add(h)
+            continue
+        left[gen] = (h, n - 1)
+    for gen in left:
+        ray.cancel(gen)
+    return results, lost, crashed, sum(n for _, n in left.values())
+
+
 @ray.remote
 class Driver:
     """Coordinates a horizontal run: it never sees device data or private user vectors, only encoded updates."""
@@ -233,43 +265,6 @@ class Driver:
             calls.append((int(h), devices, self.hosts[h].train.options(num_returns="streaming").remote(devices, ref, g.spec, r)))
         return k, chosen, calls
 
-    def _gather(self, calls: list, crashed: set[int]) -> tuple[list, int, int]:
-        """Drain the hosts' result streams until they end or the round times out -> (results, failures, unanswered).
-
-        A host that dies fails its devices that had not answered (and is noted for restart); streams still
-        running at the deadline are cancelled and their unanswered devices returned as stragglers.
-        """
-        deadline = time.monotonic() + self.cfg.runtime.round_timeout_s
-        left = {gen: (h, len(devices)) for h, devices, gen in calls}
-        results, failures = [], 0
-        while left:
-            ready, _ = ray.wait(list(left), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            gen = ready[0]
-            h, n = left[gen]
-            try:
-                res = ray.get(next(gen))
-            except StopIteration:
-                failures += n  # a stream that ended early (it never does unless the host misbehaves)
-                del left[gen]
-                continue
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as e:
-                failures += n
-                if isinstance(e, ray.exceptions.RayActorError):  # the host died: it restarts and rejoins after the round
-                    crashed.add(h)
-                del left[gen]
-                continue
-            left[gen] = (h, n - 1)
-            if isinstance(res, dict) and "error" in res:
-                failures += 1
-                self.log.append(f"round {self.round}: device {res.get('device')} failed: {res['error']}")
-            else:
-                results.append(res)
-        for gen in left:
-            ray.cancel(gen)
-        return results, failures, sum(n for _, n in left.values())
-
     def _recover(self, crashed: set[int]) -> int:
         """Count the device hosts Ray restarted after a crash (each restores its devices from the newest
         checkpoint itself); hosts past runtime.max_restarts leave the federation with their devices."""
@@ -300,11 +295,16 @@ class Driver:
     def _collect(self, g: Group, k: int, chosen: np.ndarray, calls: list, r: int, down: int, crashed: set[int]) -> dict:
         """Wait for a group's updates, accept the first K by simulated arrival, validate, decode, fuse and step."""
         cfg = self.cfg
-        arrived, failures, unanswered = self._gather(calls, crashed)
+        arrived, failures, dead, unanswered = gather(calls, cfg.runtime.round_timeout_s)
+        crashed |= dead  # they restart and rejoin after the round
         results, reasons = [], {}
         selected, seen = {int(d) for d in chosen}, set()
         max_bytes = self.bytes_float32[g.gid] + validate.HEADER_SLACK
         for res in arrived:
+            if isinstance(res, dict) and set(res) == {"device", "error"}:  # the device's training raised
+                failures += 1
+                self.log.append(f"round {r}: device {res['device']} failed: {res['error']}")
+                continue
             why = validate.check_result(res, selected, seen, max_bytes)
             if why is not None:
                 reasons[why] = reasons.get(why, 0) + 1
