@@ -515,7 +515,7 @@ def _round_up_f16(s: np.ndarray) -> np.ndarray:
 
 
 def _column_scales(a: np.ndarray) -> np.ndarray:
-    """Column magnitudes of the touched rows a = |G|: its Perron vector (max 1, floored), exact for a rank-one update."""
+    """Column magnitudes of the touched rows a = |G|: its Perron vector, max 1 and floored (exact for rank one)."""
     a = a / a.max()
     c = np.sqrt(np.einsum("ij,ij->j", a, a))
     for _ in range(_POWER_STEPS):
@@ -528,8 +528,9 @@ def _rows_plan(sub: np.ndarray, a: np.ndarray, g2: np.ndarray, c: np.ndarray | N
     """Row scales r for the column-scaled rows sub / c, with the expected squared error of decoding by TernGrad
     and by dither -> (c, float16 r, sub / c, TernGrad error, dithered error), or None past float16.
 
-    c None means no column scaling (c = 1). a = |sub| and g2 = the rows' sums of squares. With s_ij = r_i c_j, TernGrad's error is
-    sum |g| (s - |g|) = r . (a @ c) - sum g^2 and the dither's is sum s^2 / 12; clipped rows are redone exactly.
+    c None means no column scaling (c = 1). a = |sub| and g2 = the rows' sums of squares. With
+    s_ij = r_i c_j, TernGrad's error is sum |g| (s - |g|) = r . (a @ c) - sum g^2 and the dither's is
+    sum s^2 / 12; clipped rows are redone exactly.
     """
     h = sub if c is None else sub / c
     r = _row_absmax(h)

@@ -262,7 +262,8 @@ class Driver:
         calls = []
         for h in np.unique(hosts):
             devices = [int(d) for d in chosen[hosts == h]]
-            calls.append((int(h), devices, self.hosts[h].train.options(num_returns="streaming").remote(devices, ref, g.spec, r)))
+            gen = self.hosts[h].train.options(num_returns="streaming").remote(devices, ref, g.spec, r)
+            calls.append((int(h), devices, gen))
         return k, chosen, calls
 
     def _recover(self, crashed: set[int]) -> int:

@@ -16,7 +16,8 @@ def launch(tmp_path, overrides: list[str], devices: list[int]):
     import ray
 
     cfg = load_config(None, [*BASE, *overrides])
-    host = DeviceHost.options(num_cpus=0.1).remote(to_plain(cfg), list(range(20)), dict(cfg.tiers[0]), 0, str(tmp_path))
+    host = DeviceHost.options(num_cpus=0.1).remote(to_plain(cfg), list(range(20)), dict(cfg.tiers[0]), 0,
+                                                   str(tmp_path))
     params = ray.put(init_global(SPEC, 0.1, np.random.default_rng(0)))
     return host, [(0, devices, host.train.options(num_returns="streaming").remote(devices, params, SPEC, 0))]
 
