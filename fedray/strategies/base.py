@@ -60,3 +60,36 @@ class Strategy:
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore what state() returned."""
+
+    def required_updates(self) -> int:
+        """Fewest updates aggregate accepts; the engine skips a round that decodes fewer rather than fail it."""
+        return 1
+
+
+def server_step(params: Mapping[str, np.ndarray], direction: Mapping[str, np.ndarray], server_lr: float) -> Params:
+    """Server SGD step x + lr * d in float32, the exact arithmetic of fusion.ServerOptimizer("sgd")."""
+    return {k: (p + np.float32(server_lr) * direction[k]).astype(np.float32) for k, p in params.items()}
+
+
+def check_updates(params: Mapping[str, np.ndarray], updates: Sequence[Mapping[str, np.ndarray]]) -> None:
+    """Reject an empty round or an update whose tensor names or shapes differ from the global weights'."""
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    for index, update in enumerate(updates):
+        if update.keys() != params.keys():
+            raise ValueError(f"update {index}: tensors {sorted(update)} differ from the model's {sorted(params)}")
+        for name, p in params.items():
+            if np.shape(update[name]) != np.shape(p):
+                raise ValueError(f"update {index}: tensor {name!r} has shape {np.shape(update[name])}, "
+                                 f"expected {np.shape(p)}")
+
+
+def load_prefixed(state: Mapping[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, Params]:
+    """Split checkpoint arrays keyed <prefix>/<tensor> into one float32 dict per prefix, rejecting unknown keys."""
+    out: dict[str, Params] = {prefix: {} for prefix in prefixes}
+    for key, value in state.items():
+        prefix, _, name = key.partition("/")
+        if prefix not in out or not name:
+            raise ValueError(f"strategy state key {key!r}: expected one of {[p + '/<tensor>' for p in prefixes]}")
+        out[prefix][name] = np.array(value, np.float32)
+    return out
