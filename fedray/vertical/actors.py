@@ -76,6 +76,10 @@ class VerticalDriver:
     def iteration(self) -> dict:
         return self.trainer.iteration()
 
+    def stopping(self) -> tuple[bool, int]:
+        """(stop after the last iteration, the iteration with the best validation loss)."""
+        return self.trainer.stop, self.trainer.stopping.best_iteration
+
     def save(self, directory: str) -> dict:
         return self.trainer.save(directory)
 

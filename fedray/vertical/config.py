@@ -13,6 +13,8 @@ from typing import Any, Optional
 MAX_COEFF_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
 MODELS = ("logistic", "linear")
 DUPLICATES = ("error", "keep_first")
+OPTIMIZERS = ("sgd", "nesterov", "adam")
+MISSING = ("error", "zero", "mean", "median")
 
 
 @dataclass
@@ -26,6 +28,12 @@ class CKKSConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    patience: int = 0  # iterations without a validation-loss improvement before stopping; 0: off
+    tolerance: float = 1e-4  # an improvement must lower the validation loss by more than this
+
+
+@dataclass
 class VerticalConfig:
     business_path: Optional[str] = None  # CSV (FATE guest layout id,y,x0..) or Parquet
     provider_paths: list[str] = field(default_factory=list)  # CSV (FATE host layout id,x0..) or Parquet
@@ -33,11 +41,17 @@ class VerticalConfig:
     id_column: str = "id"
     label_column: str = "y"
     model: str = "logistic"  # logistic (sigmoid + BCE) | linear (MSE)
-    iterations: int = 30  # M: passes over the aligned data (epochs)
+    iterations: int = 30  # M: passes over the aligned training rows (epochs)
+    optimizer: str = "nesterov"  # sgd (heavy-ball momentum) | nesterov | adam; each party steps its own weights
     lr: float = 1.0
     batch_size: int = 0  # 0: full batch (one step per iteration)
-    l2: float = 0.0  # L2 penalty on the weights (not on the intercept)
-    momentum: float = 0.0  # heavy-ball momentum, applied by each party to its own weights
+    l2: float = 1e-3  # L2 penalty on the (standardized) weights, not on the intercept
+    momentum: float = 0.9  # sgd and nesterov momentum (Adam uses beta1 0.9, beta2 0.999)
+    standardize: bool = True  # each party centres and scales its own columns (training-row statistics)
+    missing: str = "mean"  # missing cells: error | zero | mean | median (filled by the owning party)
+    validation_fraction: float = 0.2  # aligned ids held out by a seeded hash of the id; 0: none
+    validation_seed: int = 0  # seed of that hash
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     fit_intercept: bool = True  # the business party holds the intercept
     duplicates: str = "error"  # duplicate ids in a party's file: error | keep_first (warns with counts)
     min_intersection: int = 10  # fewer aligned ids than this is an error
@@ -67,6 +81,25 @@ def validate_vertical(cfg: Any) -> list[str]:
     model = _get(cfg, "model")
     if model not in MODELS:
         err("model", model, f"allowed values are {', '.join(MODELS)}")
+    for key, allowed in (("optimizer", OPTIMIZERS), ("missing", MISSING)):
+        value = _get(cfg, key)
+        if value not in allowed:
+            err(key, value, f"allowed values are {', '.join(allowed)}")
+    fraction = _get(cfg, "validation_fraction")
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction <= 0.9:
+        err("validation_fraction", fraction, "must be a number in [0, 0.9]")
+    seed = _get(cfg, "validation_seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        err("validation_seed", seed, "must be an integer")
+    stopping = _get(cfg, "early_stopping")
+    patience = _get(stopping, "patience") if stopping is not None else None
+    tolerance = _get(stopping, "tolerance") if stopping is not None else None
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 0:
+        err("early_stopping.patience", patience, "must be an integer >= 0 (0: off)")
+    elif patience > 0 and isinstance(fraction, (int, float)) and fraction == 0:
+        err("early_stopping.patience", patience, "needs validation rows (vertical.validation_fraction > 0)")
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
+        err("early_stopping.tolerance", tolerance, "must be >= 0")
     dup = _get(cfg, "duplicates")
     if dup not in DUPLICATES:
         err("duplicates", dup, f"allowed values are {', '.join(DUPLICATES)}")

@@ -1,16 +1,20 @@
 """``run_vertical``: build the party actors, align, code features, train M iterations, write results.
 
 Assumes ``ray.init`` was done by the caller (``fedray.runtime``). Writes
-``RUN_DIR/metrics.parquet`` (iteration, loss, auc, seconds) and each party's own final weights,
-keyed by feature code, to ``RUN_DIR/parties/<party>.parquet`` (the business party's intercept has
-code -1; with ``vertical.provider_workers`` > 1 a provider's path is a Parquet dataset directory,
-one part per worker, read back whole by ``pyarrow.parquet.read_table``). Each party writes its
-own file; weights never pass through the driver.
+``RUN_DIR/metrics.parquet`` (iteration; training loss and auc; val_loss and val_auc on the held-out
+ids; seconds) and each party's own final model, keyed by feature code, to
+``RUN_DIR/parties/<party>.parquet``: code, name, weight, and the party's fill value, centre and
+scale of each column (the business party's intercept has code -1; with
+``vertical.provider_workers`` > 1 a provider's path is a Parquet dataset directory, one part per
+worker, read back whole by ``pyarrow.parquet.read_table``). Each party writes its own file;
+weights never pass through the driver. With ``vertical.early_stopping.patience`` > 0 the run
+stops once the validation loss has not improved for that many iterations; the files then hold the
+last iteration's weights.
 
 Checkpoints. Every ``vertical.checkpoint_every`` (else ``checkpoint.every``) iterations, and after
 the last one, a ``fedray.checkpoint.CheckpointStore`` checkpoint goes to ``checkpoint.uri`` (else
 ``RUN_DIR/checkpoints``), keeping ``checkpoint.keep``. It holds one table per party,
-``party-<name>``: that party's weights and momentum velocity keyed by feature code (all workers of
+``party-<name>``: that party's weights and optimizer state keyed by feature code (all workers of
 a provider together, so a resume may use another ``provider_workers``); ``metrics`` (the iterations
 so far); and in the manifest the iteration, the driver's batch generator state, the intersection
 size and the code blocks. Privacy: in a real deployment each party checkpoints its own state to its
@@ -46,7 +50,7 @@ from fedray.vertical.actors import BusinessParty, DataProvider, VerticalDriver
 from fedray.vertical.ckks import CKKSError
 from fedray.vertical.config import _get
 from fedray.vertical.errors import VerticalPartyError
-from fedray.vertical.protocol import BUSINESS, Settings
+from fedray.vertical.protocol import BUSINESS, Settings, progress
 
 ACTOR_PREFIX = "fedray-vertical"
 PING_TIMEOUT_S = 30.0
@@ -72,9 +76,12 @@ def write_metrics(history: list[dict], path: pathlib.Path) -> None:
     tmp.replace(path)
 
 
+METRIC_COLUMNS = ("iteration", "loss", "auc", "val_loss", "val_auc", "seconds")
+
+
 def metrics_table(history: list[dict]) -> pa.Table:
-    cols = ("iteration", "loss", "auc", "seconds")
-    types = (pa.int64(), pa.float64(), pa.float64(), pa.float64())
+    cols = METRIC_COLUMNS
+    types = (pa.int64(),) + (pa.float64(),) * (len(cols) - 1)
     return pa.table({c: pa.array([h[c] for h in history], t) for c, t in zip(cols, types)})
 
 
@@ -280,13 +287,23 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
             history = restore(ckpt, info)
             start = ckpt.round
             log(f"resumed from the checkpoint of iteration {start} ({ckpt.path})")
-        for it in range(start + 1, iterations + 1):
+        stopped = None
+        if ckpt is not None and call(driver.stopping.remote())[0]:
+            stopped = start  # the checkpointed run had already stopped early
+            log(f"early stopping had ended this run after iteration {start}")
+        for it in range(start + 1, iterations + 1 if stopped is None else start + 1):
             stage.update(where=f"iteration {it}", iteration=it)
             m = call(driver.iteration.remote())
             history.append({"iteration": it, **m})
-            log(f"iteration {it}/{iterations}: loss {m['loss']:.5f} auc {m['auc']:.4f} ({m['seconds']:.2f} s)")
-            if every and (it % every == 0 or it == iterations):
+            log(f"iteration {it}/{iterations}: {progress(m)}")
+            stop, best = call(driver.stopping.remote())
+            if stop:
+                stopped = it
+                log(f"early stopping after iteration {it}: the validation loss last improved at iteration {best}")
+            if every and (it % every == 0 or it == iterations or stop):
                 checkpoint(it, history, info)
+            if stop:
+                break
         stage["where"] = "writing the results"
         write_metrics(history, run_dir / "metrics.parquet")
         party_paths = call(driver.save.remote(str(run_dir / "parties")))
@@ -294,11 +311,16 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
         summary = {
             "job": "vertical",
             "intersection": info["intersection"],
+            "train_rows": info["train_rows"],
+            "validation_rows": info["validation_rows"],
             "codes": info["codes"],
             "iterations": iterations,
+            "stopped_early_at": stopped,
             "resumed_from": start if ckpt is not None else None,
             "final_loss": history[-1]["loss"] if history else float("nan"),
             "final_auc": history[-1]["auc"] if history else float("nan"),
+            "final_val_loss": history[-1]["val_loss"] if history else float("nan"),
+            "final_val_auc": history[-1]["val_auc"] if history else float("nan"),
             "seconds_per_iteration": statistics.median(seconds),
             "psi_seconds": info["psi_seconds"],
             "metrics_path": str(run_dir / "metrics.parquet"),

@@ -10,14 +10,18 @@ Roles:
 
 Every value that crosses a party boundary passes through ``Transport.call`` as an argument or a
 result. What crosses (see README_SECTION.md): blinded 32-byte PSI points, row positions,
-feature counts and code blocks, the public CKKS context, batch row indices, ciphertexts
-(partial scores, their sum, the residual, masked gradient slot vectors), masked gradient sums,
-and the business party's loss/AUC. Never a feature column, a label or a weight.
+feature counts and code blocks, the training and validation row counts, the public CKKS
+context, batch row indices, ciphertexts (partial scores, their sum, the residual, masked gradient
+slot vectors), masked gradient sums, and the business party's loss/AUC. Never a feature column, a
+label, a weight or a column statistic.
 
-An "iteration" is one pass over the aligned rows: one step with full batch (batch_size=0),
-ceil(n / batch_size) steps otherwise. After each iteration the business party evaluates loss
-and AUC on all aligned rows with the updated weights (one extra encrypted forward pass, reused
-as the next full-batch step's forward pass).
+After PSI every party splits the aligned ids alone (``fedray.vertical.split``: a seeded hash of
+the id), puts its training rows first, and fits its own missing-value fill and standardization
+on its training rows (``fedray.vertical.preprocess``). An "iteration" is one pass over the
+training rows: one step with full batch (batch_size=0), ceil(n / batch_size) steps otherwise.
+After each iteration the business party evaluates loss and AUC on the training and the
+validation rows with the updated weights (one extra encrypted forward pass over all aligned
+rows, whose training part is reused as the next full-batch step's forward pass).
 """
 from __future__ import annotations
 
@@ -36,7 +40,10 @@ from fedray.data.vertical import PartyTable, read_party
 from fedray.vertical import ckks
 from fedray.vertical.coding import INTERCEPT_CODE, CodeBlock, LocalFeatureMap, assign_codes
 from fedray.vertical.config import _get
+from fedray.vertical.optim import LocalOptimizer, load_state_table, state_table
+from fedray.vertical.preprocess import ColumnPrep
 from fedray.vertical.psi import BusinessPSI, PSIError, ProviderPSI, dedup
+from fedray.vertical.split import EarlyStopping, train_first_order
 
 BUSINESS = "business"
 
@@ -46,10 +53,17 @@ class Settings:
     """What the parties and the driver need from the ``vertical`` config, as plain values."""
 
     model: str = "logistic"
+    optimizer: str = "nesterov"
     lr: float = 1.0
-    l2: float = 0.0
-    momentum: float = 0.0
+    l2: float = 1e-3
+    momentum: float = 0.9
     fit_intercept: bool = True
+    standardize: bool = True
+    missing: str = "mean"
+    validation_fraction: float = 0.2
+    validation_seed: int = 0
+    patience: int = 0
+    tolerance: float = 1e-4
     batch_size: int = 0
     duplicates: str = "error"
     min_intersection: int = 10
@@ -59,26 +73,17 @@ class Settings:
 
     @classmethod
     def from_config(cls, v: Any) -> "Settings":
-        return cls(model=str(_get(v, "model")), lr=float(_get(v, "lr")), l2=float(_get(v, "l2")),
-                   momentum=float(_get(v, "momentum")), fit_intercept=bool(_get(v, "fit_intercept")),
+        return cls(model=str(_get(v, "model")), optimizer=str(_get(v, "optimizer")), lr=float(_get(v, "lr")),
+                   l2=float(_get(v, "l2")), momentum=float(_get(v, "momentum")),
+                   fit_intercept=bool(_get(v, "fit_intercept")), standardize=bool(_get(v, "standardize")),
+                   missing=str(_get(v, "missing")), validation_fraction=float(_get(v, "validation_fraction")),
+                   validation_seed=int(_get(v, "validation_seed")),
+                   patience=int(_get(_get(v, "early_stopping"), "patience")),
+                   tolerance=float(_get(_get(v, "early_stopping"), "tolerance")),
                    batch_size=int(_get(v, "batch_size")), duplicates=str(_get(v, "duplicates")),
                    min_intersection=int(_get(v, "min_intersection")), id_column=str(_get(v, "id_column")),
                    label_column=str(_get(v, "label_column")),
                    ckks=ckks.CKKSParams.from_config(_get(v, "ckks")))
-
-
-class LocalOptimizer:
-    """Separable (per-coordinate) update each party applies to its own weights only."""
-
-    def __init__(self, dim: int, lr: float, l2: float, momentum: float) -> None:
-        self.w = np.zeros(dim)
-        self.v = np.zeros(dim)
-        self.lr, self.l2, self.momentum = lr, l2, momentum
-
-    def step(self, grad: np.ndarray, penalize: Optional[np.ndarray] = None) -> None:
-        g = grad + self.l2 * (self.w if penalize is None else self.w * penalize)
-        self.v = self.momentum * self.v + g
-        self.w = self.w - self.lr * self.v
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -94,40 +99,20 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
-STATE_COLUMNS = ("code", "weight", "velocity")
+INTERCEPT_NAME = "(intercept)"
 
 
-def state_table(codes: np.ndarray, opt: LocalOptimizer) -> pa.Table:
-    """A party's own training state keyed by feature code: weight and momentum velocity (float64, exact)."""
-    return pa.table({"code": pa.array(np.asarray(codes), pa.int64()), "weight": pa.array(opt.w, pa.float64()),
-                     "velocity": pa.array(opt.v, pa.float64())})
+def model_table(codes: np.ndarray, names: Sequence[str], weights: np.ndarray, prep: ColumnPrep) -> pa.Table:
+    """A party's own model file: per feature code its column name, weight, fill value, centre and scale."""
+    return pa.table({"code": pa.array(codes, pa.int64()), "name": pa.array(list(names), pa.string()),
+                     "weight": pa.array(weights, pa.float64()), **prep.columns()})
 
 
-def load_state_table(party: str, codes: np.ndarray, opt: LocalOptimizer, table: pa.Table) -> int:
-    """Set ``opt`` from a state table keyed by code. The table may hold more codes (a party's other
-    workers' shards); every one of ``codes`` must be there exactly once. Returns how many were set."""
-    missing_cols = set(STATE_COLUMNS) - set(table.column_names)
-    if missing_cols:
-        raise ValueError(f"{party}: checkpoint state lacks columns {sorted(missing_cols)}")
-    have = np.asarray(table.column("code").to_numpy(), dtype=np.int64)
-    if len(np.unique(have)) != len(have):
-        raise ValueError(f"{party}: checkpoint state repeats feature codes")
-    pos = {int(c): i for i, c in enumerate(have)}
-    absent = [int(c) for c in codes if int(c) not in pos]
-    if absent:
-        raise ValueError(f"{party}: checkpoint state has no weights for feature codes {absent[:5]}"
-                         f"{' ...' if len(absent) > 5 else ''} (it holds {len(have)} codes)")
-    rows = np.array([pos[int(c)] for c in codes], dtype=np.int64)
-    opt.w = table.column("weight").to_numpy()[rows].astype(np.float64)
-    opt.v = table.column("velocity").to_numpy()[rows].astype(np.float64)
-    return len(rows)
-
-
-def _write_weights(path: str | Path, codes: np.ndarray, weights: np.ndarray) -> str:
+def _write_table(path: str | Path, table: pa.Table) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.table({"code": pa.array(codes, pa.int64()), "weight": pa.array(weights, pa.float64())}), tmp)
+    pq.write_table(table, tmp)
     tmp.replace(path)
     return str(path)
 
@@ -159,7 +144,18 @@ class _Party:
         return self.X.shape[1]
 
     def rows(self, batch: Optional[np.ndarray]) -> np.ndarray:
+        """Training rows (all of them for batch None), prepared."""
         return self.X if batch is None else self.X[batch]
+
+    def _prepare(self, aligned_ids: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Split the aligned rows, fit fill and scaling on the training part; the row order used (train first)."""
+        order, n_train = train_first_order(aligned_ids, self.s.validation_fraction, self.s.validation_seed)
+        raw = X[order]
+        self.prep = ColumnPrep.fit(raw[:n_train], self.s.missing, self.s.standardize)
+        self.X_all = np.ascontiguousarray(self.prep.apply(raw))
+        self.X = self.X_all[:n_train]
+        self.n_train, self.n_val = n_train, len(order) - n_train
+        return order
 
     # -- own checkpoint state (never a protocol message: in a real deployment each party writes its
     #    own state to its own storage; the simulation's job process gathers one file per party) --
@@ -173,6 +169,9 @@ class _Party:
         codes, _ = self.weights_by_code()
         self._su_all = None  # a cached full-batch forward pass belonged to the old weights
         return load_state_table(self.name, codes, self.opt, table)
+
+    def _optimizer(self, dim: int) -> LocalOptimizer:
+        return LocalOptimizer(dim, self.s.optimizer, self.s.lr, self.s.l2, self.s.momentum)
 
 
 class BusinessCore(_Party):
@@ -215,16 +214,23 @@ class BusinessCore(_Party):
 
     def psi_finish(self) -> dict[str, np.ndarray]:
         mine, theirs = self._psi.finish(self.s.min_intersection)
-        self.X, self.y = self._X0[mine], self._y0[mine]
-        self.n = len(mine)
+        self._aligned = mine
         self._psi = None
         return theirs
+
+    def prepare(self) -> tuple[int, int]:
+        """Own split, fill and scaling of the aligned rows; (training rows, validation rows)."""
+        order = self._prepare(self._ids[self._aligned], self._X0[self._aligned])
+        self.y_all = self._y0[self._aligned][order]
+        self.y = self.y_all[: self.n_train]
+        self.n = self.n_train
+        return self.n_train, self.n_val
 
     # -- coding and keys ------------------------------------------------------------------------
     def assign_codes(self, counts: list[tuple[str, int]]) -> dict[str, tuple[int, int]]:
         blocks = assign_codes([(BUSINESS, self.feature_count())] + list(counts))
         self.features = LocalFeatureMap(self.names, blocks[BUSINESS])
-        self.opt = LocalOptimizer(self.feature_count() + 1, self.s.lr, self.s.l2, self.s.momentum)
+        self.opt = self._optimizer(self.feature_count() + 1)
         self._penalize = np.r_[np.ones(self.feature_count()), 0.0]
         return {p: (b.offset, b.count) for p, b in blocks.items()}
 
@@ -271,14 +277,24 @@ class BusinessCore(_Party):
         """Masked slot vectors in, masked per-feature sums out. Never sees an unmasked gradient."""
         return ckks.unmask_sums(self.ctx, masked, self._layout, self.s.ckks.plausible_bound)
 
-    def evaluate(self, agg: Sequence[bytes]) -> dict[str, float]:
-        self._su_all = ckks.decrypt_chunks(self.ctx, agg, self.n, self.s.ckks.plausible_bound,
-                                           f"{BUSINESS}: summed partial scores (evaluation)")
-        z = self._z(None, self._su_all)
+    def _metrics(self, z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """(loss, AUC) of scores z; NaN for no rows, AUC NaN for the linear model."""
+        if len(y) == 0:
+            return float("nan"), float("nan")
         if self.s.model == "logistic":
-            loss = float(np.mean(np.logaddexp(0.0, z) - self.y * z))
-            return {"loss": loss, "auc": auc(self.y, z)}
-        return {"loss": float(np.mean((z - self.y) ** 2)), "auc": float("nan")}
+            return float(np.mean(np.logaddexp(0.0, z) - y * z)), auc(y, z)
+        return float(np.mean((z - y) ** 2)), float("nan")
+
+    def evaluate(self, agg: Sequence[bytes]) -> dict[str, float]:
+        """Loss and AUC on the training and the validation rows from Σu_p over all aligned rows."""
+        su = ckks.decrypt_chunks(self.ctx, agg, len(self.y_all), self.s.ckks.plausible_bound,
+                                 f"{BUSINESS}: summed partial scores (evaluation)")
+        w = self.opt.w
+        z = self.X_all @ w[:-1] + (w[-1] if self.s.fit_intercept else 0.0) + su
+        self._su_all = su[: self.n_train]
+        loss, train_auc = self._metrics(z[: self.n_train], self.y)
+        val_loss, val_auc = self._metrics(z[self.n_train:], self.y_all[self.n_train:])
+        return {"loss": loss, "auc": train_auc, "val_loss": val_loss, "val_auc": val_auc}
 
     # -- own results ----------------------------------------------------------------------------
     def weights_by_code(self) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +302,10 @@ class BusinessCore(_Party):
         return codes, self.opt.w.copy()
 
     def save_weights(self, path: str) -> str:
-        return _write_weights(path, *self.weights_by_code())
+        """This party's model file: its weights, intercept (code -1), fill values and scaling, keyed by code."""
+        codes, weights = self.weights_by_code()
+        prep = ColumnPrep(np.r_[self.prep.fill, 0.0], np.r_[self.prep.center, 0.0], np.r_[self.prep.scale, 1.0])
+        return _write_table(path, model_table(codes, [*self.names, INTERCEPT_NAME], weights, prep))
 
 
 class ProviderCore(_Party):
@@ -332,13 +351,18 @@ class ProviderCore(_Party):
         if positions.size and (positions.min() < 0 or positions.max() >= len(self._ids)
                                or len(np.unique(positions)) != len(positions)):
             raise PSIError(f"{self.name}: invalid alignment positions")
-        self.X = self._X0[positions]
+        self._aligned = positions
         self._psi = None
         return len(positions)
 
+    def prepare(self) -> tuple[int, int]:
+        """Own split, fill and scaling of the aligned rows; (training rows, validation rows)."""
+        self._prepare(self._ids[self._aligned], self._X0[self._aligned])
+        return self.n_train, self.n_val
+
     def set_codes(self, offset: int, count: int) -> None:
         self.features = LocalFeatureMap(self.names, CodeBlock(self.name, offset, count))
-        self.opt = LocalOptimizer(self.feature_count(), self.s.lr, self.s.l2, self.s.momentum)
+        self.opt = self._optimizer(self.feature_count())
 
     def set_context(self, data: bytes) -> None:
         self.ctx = ckks.load_context(data)
@@ -346,8 +370,12 @@ class ProviderCore(_Party):
             raise ValueError(f"{self.name}: refusing a context that holds a secret key")
 
     def scores(self, batch: Optional[np.ndarray]) -> list[bytes]:
-        """[[u_p]] = [[X_p w_p]] for the batch, one ciphertext per ``slots`` rows."""
+        """[[u_p]] = [[X_p w_p]] for the training batch, one ciphertext per ``slots`` rows."""
         return ckks.encrypt_chunks(self.ctx, self.rows(batch) @ self.opt.w, self.s.ckks.slots)
+
+    def eval_scores(self) -> list[bytes]:
+        """[[u_p]] for all aligned rows, training rows first (the evaluation pass)."""
+        return ckks.encrypt_chunks(self.ctx, self.X_all @ self.opt.w, self.s.ckks.slots)
 
     def masked_gradient(self, batch: Optional[np.ndarray], enc_d: Sequence[bytes]) -> list[bytes]:
         X = self.rows(batch)
@@ -371,7 +399,9 @@ class ProviderCore(_Party):
         return self.features.block.codes(), self.opt.w.copy()
 
     def save_weights(self, path: str) -> str:
-        return _write_weights(path, *self.weights_by_code())
+        """This party's model file: its weights, fill values and scaling, keyed by code."""
+        codes, weights = self.weights_by_code()
+        return _write_table(path, model_table(codes, self.names, weights, self.prep))
 
 
 class Aggregator:
@@ -438,6 +468,8 @@ class Trainer:
         self._cached = False
         self.n = 0
         self.done = 0  # iterations completed
+        self.stopping = EarlyStopping(settings.patience, settings.tolerance)
+        self.stop = False  # set when early stopping says the last iteration was the final one
 
     def setup(self) -> dict[str, Any]:
         t, G = self.t, self.groups
@@ -455,9 +487,13 @@ class Trainer:
         pair_sizes = t.get(received + [t.call(BUSINESS, "psi_match", p, reblinded[p]) for p in P])[len(P):]
         positions = t.get([t.call(BUSINESS, "psi_finish")])[0]
         sizes = t.get([t.call(k, "psi_align", positions[p]) for p in P for k in G[p]])
-        self.n = int(sizes[0])
+        intersection = int(sizes[0])
         psi_s = time.perf_counter() - start
-        self.log(f"PSI: {self.n} common ids ({psi_s:.1f} s)")
+        self.log(f"PSI: {intersection} common ids ({psi_s:.1f} s)")
+        splits = {tuple(x) for x in t.get([t.call(k, "prepare") for k in [BUSINESS] + self.providers])}
+        if len(splits) != 1:
+            raise PSIError(f"the parties disagree on the validation split: (training, validation) rows {sorted(splits)}")
+        self.n, self.n_val = splits.pop()
         counts = dict(zip(self.providers, t.get([t.call(k, "feature_count") for k in self.providers])))
         blocks = t.get([t.call(BUSINESS, "assign_codes", [(p, sum(counts[k] for k in G[p])) for p in P])])[0]
         done = []
@@ -470,7 +506,8 @@ class Trainer:
         ctx = t.call(BUSINESS, "public_context")
         t.get([t.call(k, "set_context", ctx) for k in self.providers])
         self.agg.set_context(t.get([ctx])[0])
-        return {"intersection": self.n, "pairwise_intersection": dict(zip(P, map(int, pair_sizes))),
+        return {"intersection": intersection, "train_rows": self.n, "validation_rows": self.n_val,
+                "pairwise_intersection": dict(zip(P, map(int, pair_sizes))),
                 "codes": {k: list(v) for k, v in blocks.items()}, "psi_seconds": psi_s, "warnings": warnings}
 
     def _batches(self) -> list[Optional[np.ndarray]]:
@@ -497,20 +534,28 @@ class Trainer:
             masked = {p: t.call(p, "masked_gradient", batch, enc_d) for p in P}
             sums = {p: t.call(BUSINESS, "unmask", masked[p]) for p in P}
             t.get([t.call(p, "apply", sums[p]) for p in P])
-        metrics = t.get([t.call(BUSINESS, "evaluate", self._scores(None))])[0]
+        evaluation = self.agg.add(t.get([t.call(p, "eval_scores") for p in P]), P)
+        metrics = t.get([t.call(BUSINESS, "evaluate", evaluation)])[0]
         self._cached = True
         self.done += 1
+        self.stop = self.stopping.update(self.done, metrics["val_loss"])
         return {**metrics, "seconds": time.perf_counter() - start}
 
     # -- checkpoint state of the driver's loop: iteration count and the batch generator --------------
     def state(self) -> dict[str, Any]:
-        return {"iteration": self.done, "batch_rng": self.rng.bit_generator.state}
+        stopping = self.stopping
+        return {"iteration": self.done, "batch_rng": self.rng.bit_generator.state,
+                "stopping": {"best": stopping.best, "best_iteration": stopping.best_iteration,
+                             "waited": stopping.waited}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue after ``state["iteration"]`` iterations with the saved batch generator. The next
         full-batch step re-runs its forward pass (the cached one belonged to the old weights)."""
         self.done = int(state["iteration"])
         self.rng.bit_generator.state = state["batch_rng"]
+        for key, value in state.get("stopping", {}).items():
+            setattr(self.stopping, key, value)
+        self.stop = 0 < self.stopping.patience <= self.stopping.waited
         self._cached = False
 
     def shard_keys(self) -> dict[str, list[str]]:
@@ -553,5 +598,15 @@ def run_local(business: BusinessCore, providers: list[ProviderCore], settings: S
     for it in range(1, iterations + 1):
         m = trainer.iteration()
         history.append({"iteration": it, **m})
-        log(f"iteration {it}: loss {m['loss']:.5f} auc {m['auc']:.4f} ({m['seconds']:.2f} s)")
+        log(f"iteration {it}: {progress(m)}")
+        if trainer.stop:
+            log(f"early stopping after iteration {it}: best validation loss at iteration "
+                f"{trainer.stopping.best_iteration}")
+            break
     return trainer, info, history
+
+
+def progress(m: dict[str, float]) -> str:
+    """One iteration's metrics as a progress line."""
+    return (f"loss {m['loss']:.5f} auc {m['auc']:.4f} | validation loss {m['val_loss']:.5f} "
+            f"auc {m['val_auc']:.4f} ({m['seconds']:.2f} s)")

@@ -45,3 +45,22 @@ def test_too_many_modulus_bits_for_the_ring():
     v = VerticalConfig()
     v.ckks.poly_modulus_degree = 4096
     assert any("exceeds 109" in e for e in validate_vertical(v))
+
+
+def test_training_keys_are_validated(tmp_path):
+    f = tmp_path / "a.csv"
+    f.write_text("id,y,x0\n1,0,1\n")
+    bad = OmegaConf.structured(VerticalConfig(business_path=str(f), provider_paths=[str(f)]))
+    bad.optimizer = "rmsprop"
+    bad.missing = "drop"
+    bad.validation_fraction = 0.0
+    bad.early_stopping.patience = 3
+    bad.early_stopping.tolerance = -1.0
+    text = "\n".join(validate_vertical(bad))
+    assert "vertical.optimizer='rmsprop': allowed values are sgd, nesterov, adam" in text
+    assert "vertical.missing='drop': allowed values are error, zero, mean, median" in text
+    assert "vertical.early_stopping.patience=3: needs validation rows" in text
+    assert "vertical.early_stopping.tolerance=-1.0: must be >= 0" in text
+    bad = OmegaConf.structured(VerticalConfig(business_path=str(f), provider_paths=[str(f)]))
+    bad.validation_fraction = 0.95
+    assert any("vertical.validation_fraction=0.95: must be a number in [0, 0.9]" in e for e in validate_vertical(bad))

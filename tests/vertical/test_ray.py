@@ -24,7 +24,8 @@ def test_ray_run_writes_outputs_and_leaks_no_raw_data(ray_local, data_dir, tmp_p
     assert summary["final_auc"] > 0.99 and any("iteration 3/3" in line for line in lines)
     assert summary["driver_context_private"] is False
     m = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pydict()
-    assert m["iteration"] == [1, 2, 3] and set(m) == {"iteration", "loss", "auc", "seconds"}
+    assert m["iteration"] == [1, 2, 3] and set(m) == {"iteration", "loss", "auc", "val_loss", "val_auc", "seconds"}
+    assert summary["train_rows"] + summary["validation_rows"] == 569 and summary["final_val_auc"] > 0.97
     assert m["loss"][2] < m["loss"][0]
     b = pq.read_table(tmp_path / "run" / "parties" / "business.parquet").to_pydict()
     p = pq.read_table(tmp_path / "run" / "parties" / "provider0.parquet").to_pydict()

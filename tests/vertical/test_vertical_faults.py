@@ -123,7 +123,7 @@ def test_state_round_trips_by_feature_code_and_resume_follows_uninterrupted(data
     assert tstate["iteration"] == 3
     assert sorted(saved["business"]["code"].to_pylist()) == [-1] + list(range(10))
     assert sorted(saved["provider0"]["code"].to_pylist()) == list(range(10, 30))
-    assert saved["business"].column_names == ["code", "weight", "velocity"]
+    assert saved["business"].column_names == ["code", "weight", "velocity", "second_moment", "steps"]
     # the provider resumes split over 3 workers: each picks its own codes from the party's table
     b2, shards = _cores(data_dir, s, workers=3)
     from fedray.vertical.protocol import LocalTransport, Trainer

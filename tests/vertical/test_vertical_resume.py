@@ -35,10 +35,11 @@ def test_checkpoints_hold_one_file_per_party_keyed_by_code(ray_local, data_dir, 
     assert set(ck.names) == {"party-business", "party-provider0", "metrics"}
     b, p = ck.table("party-business").to_pydict(), ck.table("party-provider0").to_pydict()
     assert sorted(b["code"]) == [-1] + list(range(10)) and sorted(p["code"]) == list(range(10, 30))
-    assert set(b) == {"code", "weight", "velocity"}
+    assert set(b) == {"code", "weight", "velocity", "second_moment", "steps"}
     assert ck.extra["iteration"] == 4 and ck.extra["intersection"] == 569
     assert ck.rng_states["trainer"]["iteration"] == 4
-    final = {c: w for c, w in zip(*pq.read_table(run / "parties/provider0.parquet").to_pydict().values())}
+    model = pq.read_table(run / "parties/provider0.parquet")
+    final = dict(zip(model["code"].to_pylist(), model["weight"].to_pylist()))
     assert final == dict(zip(p["code"], p["weight"]))  # the last checkpoint holds the final weights
 
 
