@@ -7,6 +7,12 @@ The fast path parses with pyarrow. When anything is wrong, a slow exact scan (Py
 finds the first bad cell and the error names the file, the 1-based line and the column.
 Ids are kept as strings; features become a float64 matrix; the label is 0/1 (``binary``) or any
 finite number (``real``, for linear regression).
+
+Missing feature cells (``missing`` other than ``error``): an empty cell, ``NA``, ``NaN``, ``nan``,
+``null`` or ``NULL`` in a CSV file, a null or NaN in a Parquet file. They become NaN in the
+feature matrix; the owning party fills them (``fedray.vertical.preprocess``). A label or an id is
+never allowed to be missing, and infinities stay an error. With ``missing="error"`` the first
+missing cell is an error naming the file, line (or row) and column.
 """
 from __future__ import annotations
 
@@ -21,6 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from fedray.vertical.config import MISSING
+
+
+MISSING_TOKENS = ("", "NA", "NaN", "nan", "null", "NULL")
+FILL_HINT = " (set vertical.missing to zero, mean or median to fill missing cells)"
 
 
 class VerticalDataError(ValueError):
@@ -55,23 +67,27 @@ def _is_parquet(path: Path) -> bool:
 
 
 def read_party(path: str | Path, id_column: str = "id", label_column: Optional[str] = None,
-               label_kind: str = "binary") -> PartyTable:
+               label_kind: str = "binary", missing: str = "error") -> PartyTable:
     """Read a party's file. ``label_column=None``: a provider file (no label).
 
     Raises VerticalDataError for: a missing/empty file, no data rows, a missing id or label
-    column, a non-numeric/missing/non-finite feature value, an empty id, a label outside {0,1}
+    column, a non-numeric/non-finite feature value, a missing feature value when ``missing`` is
+    ``error`` (other policies: NaN, see the module doc), an empty id, a label outside {0,1}
     (binary) or non-finite (real).
     """
     path = Path(path)
     if label_kind not in ("binary", "real"):
         raise ValueError(f"label_kind={label_kind!r}: allowed values are binary, real")
+    if missing not in MISSING:
+        raise ValueError(f"missing={missing!r}: allowed values are {', '.join(MISSING)}")
+    allow = missing != "error"
     if not path.is_file():
         raise VerticalDataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise VerticalDataError(f"{path}: empty file (expected a header line '{id_column},...')")
     if _is_parquet(path):
-        return _read_parquet(path, id_column, label_column, label_kind)
-    return _read_csv(path, id_column, label_column, label_kind)
+        return _read_parquet(path, id_column, label_column, label_kind, allow)
+    return _read_csv(path, id_column, label_column, label_kind, allow)
 
 
 def _check_header(path: Path, names: list[str], id_column: str, label_column: Optional[str],
@@ -90,22 +106,25 @@ def _check_header(path: Path, names: list[str], id_column: str, label_column: Op
     return feats
 
 
-def _cell_error(value: str, column: str, label_column: Optional[str], label_kind: str) -> Optional[str]:
-    """Why a feature/label cell is invalid, or None."""
+def _cell_error(value: str, column: str, label_column: Optional[str], label_kind: str,
+                allow_missing: bool = False) -> Optional[str]:
+    """Why a feature/label cell is invalid, or None (a missing feature cell is fine when allowed)."""
+    if allow_missing and column != label_column and value.strip() in MISSING_TOKENS:
+        return None
     if value.strip() == "":
-        return "missing value"
+        return "missing value" + ("" if column == label_column else FILL_HINT)
     try:
         x = float(value)
     except ValueError:
         return f"non-numeric value {value!r}"
     if not math.isfinite(x):
-        return f"non-finite value {value!r}"
+        return f"non-finite value {value!r}" + ("" if column == label_column or math.isinf(x) else FILL_HINT)
     if column == label_column and label_kind == "binary" and x not in (0.0, 1.0):
         return f"label {value!r} not in {{0,1}}"
     return None
 
 
-def _scan_csv(path: Path, id_column: str, label_column: Optional[str], label_kind: str) -> None:
+def _scan_csv(path: Path, id_column: str, label_column: Optional[str], label_kind: str, allow: bool) -> None:
     """Exact slow scan: raise VerticalDataError at the first bad line/cell."""
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -126,7 +145,7 @@ def _scan_csv(path: Path, id_column: str, label_column: Optional[str], label_kin
                     if value.strip() == "":
                         raise VerticalDataError(f"{path}:{line}: column {name!r}: empty id")
                     continue
-                why = _cell_error(value, name, label_column, label_kind)
+                why = _cell_error(value, name, label_column, label_kind, allow)
                 if why:
                     raise VerticalDataError(f"{path}:{line}: column {name!r}: {why}")
         if rows == 0:
@@ -145,14 +164,15 @@ def _utf8_error(path: Path) -> VerticalDataError:
     return VerticalDataError(f"{path}: not UTF-8 text")
 
 
-def _read_csv(path: Path, id_column: str, label_column: Optional[str], label_kind: str) -> PartyTable:
+def _read_csv(path: Path, id_column: str, label_column: Optional[str], label_kind: str, allow: bool) -> PartyTable:
     try:
-        return _read_csv_utf8(path, id_column, label_column, label_kind)
+        return _read_csv_utf8(path, id_column, label_column, label_kind, allow)
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
 
 
-def _read_csv_utf8(path: Path, id_column: str, label_column: Optional[str], label_kind: str) -> PartyTable:
+def _read_csv_utf8(path: Path, id_column: str, label_column: Optional[str], label_kind: str,
+                   allow: bool) -> PartyTable:
     with open(path, newline="", encoding="utf-8") as fh:
         first = fh.readline()
     if first.strip() == "":
@@ -166,40 +186,48 @@ def _read_csv_utf8(path: Path, id_column: str, label_column: Optional[str], labe
             path,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                 quoted_strings_can_be_null=False),
+                                                 quoted_strings_can_be_null=False,
+                                                 **({"null_values": list(MISSING_TOKENS)} if allow else {})),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
-        _scan_csv(path, id_column, label_column, label_kind)
+        _scan_csv(path, id_column, label_column, label_kind, allow)
         raise VerticalDataError(f"{path}: cannot parse: {exc}") from exc
     try:
-        return _to_party(path, table, id_column, label_column, label_kind, feats)
+        return _to_party(path, table, id_column, label_column, label_kind, feats, allow)
     except VerticalDataError:
-        _scan_csv(path, id_column, label_column, label_kind)  # exact line and column
+        _scan_csv(path, id_column, label_column, label_kind, allow)  # exact line and column
         raise
 
 
-def _read_parquet(path: Path, id_column: str, label_column: Optional[str], label_kind: str) -> PartyTable:
+def _read_parquet(path: Path, id_column: str, label_column: Optional[str], label_kind: str,
+                  allow: bool) -> PartyTable:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise VerticalDataError(f"{path}: not a readable Parquet file: {exc}") from exc
     feats = _check_header(path, table.column_names, id_column, label_column, "")
-    return _to_party(path, table, id_column, label_column, label_kind, feats)
+    return _to_party(path, table, id_column, label_column, label_kind, feats, allow)
 
 
-def _numeric(path: Path, table: pa.Table, name: str, label_column: Optional[str], label_kind: str) -> np.ndarray:
+def _numeric(path: Path, table: pa.Table, name: str, label_column: Optional[str], label_kind: str,
+             allow: bool = False) -> np.ndarray:
+    """A column as float64; NaN for its missing cells when ``allow`` (features only), else an error."""
     col = table.column(name)
+    allow = allow and name != label_column
     try:
         arr = pc.cast(col, pa.float64())
-        if arr.null_count:
+        if arr.null_count and not allow:
             raise pa.ArrowInvalid("null")
-        values = arr.to_numpy()
+        values = arr.fill_null(np.nan).to_numpy() if arr.null_count else arr.to_numpy()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         values = None
     bad = None
     if values is None:
         for i, v in enumerate(col.to_pylist()):
-            why = "missing value" if v is None else _cell_error(str(v), name, label_column, label_kind)
+            if v is None:
+                why = None if allow else "missing value" + ("" if name == label_column else FILL_HINT)
+            else:
+                why = _cell_error(str(v), name, label_column, label_kind, allow)
             if why:
                 bad = (i, why)
                 break
@@ -208,7 +236,7 @@ def _numeric(path: Path, table: pa.Table, name: str, label_column: Optional[str]
         if name == label_column and label_kind == "binary":
             wrong = np.flatnonzero((values != 0.0) & (values != 1.0))
         else:
-            wrong = np.flatnonzero(~np.isfinite(values))
+            wrong = np.flatnonzero(np.isinf(values) if allow else ~np.isfinite(values))
         if wrong.size:
             i = int(wrong[0])
             bad = (i, _cell_error(repr(float(values[i])), name, label_column, label_kind) or "invalid value")
@@ -220,7 +248,7 @@ def _numeric(path: Path, table: pa.Table, name: str, label_column: Optional[str]
 
 
 def _to_party(path: Path, table: pa.Table, id_column: str, label_column: Optional[str], label_kind: str,
-              feats: list[str]) -> PartyTable:
+              feats: list[str], allow: bool = False) -> PartyTable:
     if table.num_rows == 0:
         raise VerticalDataError(f"{path}: no data rows (only a header)")
     ids_col = pc.cast(table.column(id_column), pa.string())
@@ -232,5 +260,5 @@ def _to_party(path: Path, table: pa.Table, id_column: str, label_column: Optiona
     labels = _numeric(path, table, label_column, label_column, label_kind) if label_column else None
     X = np.empty((table.num_rows, len(feats)), dtype=np.float64)
     for j, name in enumerate(feats):
-        X[:, j] = _numeric(path, table, name, label_column, label_kind)
+        X[:, j] = _numeric(path, table, name, label_column, label_kind, allow)
     return PartyTable(str(path), ids, X, feats, labels)

@@ -197,7 +197,7 @@ class BusinessCore(_Party):
     @classmethod
     def from_file(cls, path: str, settings: Settings) -> "BusinessCore":
         kind = "binary" if settings.model == "logistic" else "real"
-        return cls(read_party(path, settings.id_column, settings.label_column, kind), settings)
+        return cls(read_party(path, settings.id_column, settings.label_column, kind, settings.missing), settings)
 
     # -- PSI --------------------------------------------------------------------------------
     def psi_start(self) -> list[bytes]:
@@ -336,7 +336,7 @@ class ProviderCore(_Party):
 
     @classmethod
     def from_file(cls, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> "ProviderCore":
-        return cls(name, read_party(path, settings.id_column, None), settings, shard)
+        return cls(name, read_party(path, settings.id_column, None, missing=settings.missing), settings, shard)
 
     def psi_start(self) -> list[bytes]:
         if self._dup_error:

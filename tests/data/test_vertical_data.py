@@ -93,3 +93,67 @@ def test_roundtrip_arrow_and_real_file(tmp_path):
     pq.write_table(g.to_arrow(), tmp_path / "g.parquet")
     g2 = read_party(tmp_path / "g.parquet", label_column="y")
     assert (g2.ids == g.ids).all() and np.array_equal(g2.features, g.features)
+
+
+# -- missing values ---------------------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from fedray.data.vertical import MISSING_TOKENS  # noqa: E402
+
+
+def test_missing_tokens_become_nan_when_filling(tmp_path):
+    text = "id,y,x0,x1\n1,0,,2\n2,1,NA,NaN\n3,0,null,4\n4,1,5,nan\n5,0,NULL,6\n"
+    t = read_party(_write(tmp_path, text), label_column="y", missing="mean")
+    assert np.isnan(t.features).tolist() == [[True, False], [True, True], [True, False], [False, True], [True, False]]
+    assert t.features[3, 0] == 5.0 and t.features[4, 1] == 6.0
+
+
+@pytest.mark.parametrize("cell, why", [("", "missing value"), ("NaN", "non-finite value"), ("NA", "non-numeric")])
+def test_error_policy_names_file_line_and_column(tmp_path, cell, why):
+    path = _write(tmp_path, f"id,y,x0,x1\n1,0,1,2\n2,1,3,{cell}\n")
+    with pytest.raises(VerticalDataError, match=rf"party\.csv:3: column 'x1': {why}"):
+        read_party(path, label_column="y", missing="error")
+
+
+def test_labels_ids_and_infinities_are_never_filled(tmp_path):
+    with pytest.raises(VerticalDataError, match=r"party\.csv:3: column 'y': missing value$"):
+        read_party(_write(tmp_path, "id,y,x0\n1,0,1\n2,,3\n"), label_column="y", missing="mean")
+    with pytest.raises(VerticalDataError, match=r"party\.csv:2: column 'x0': non-finite value 'inf'"):
+        read_party(_write(tmp_path, "id,y,x0\n1,0,inf\n2,1,3\n"), label_column="y", missing="median")
+    with pytest.raises(VerticalDataError, match=r"party\.csv:3: column 'x0': non-numeric value 'oops'"):
+        read_party(_write(tmp_path, "id,x0\n1,1\n2,oops\n"), missing="zero")
+    with pytest.raises(ValueError, match="missing='drop'"):
+        read_party(_write(tmp_path, "id,x0\n1,1\n"), missing="drop")
+
+
+def test_parquet_nulls_and_nans_are_missing(tmp_path):
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "y": [0, 1, 0], "x0": [1.0, None, float("nan")],
+                             "x1": pa.array([None, 2, 3], pa.int64())}), path)
+    t = read_party(path, label_column="y", missing="mean")
+    assert np.isnan(t.features).tolist() == [[False, True], [True, False], [True, False]]
+    with pytest.raises(VerticalDataError, match=r"p\.parquet: row 2: column 'x0': missing value"):
+        read_party(path, label_column="y")
+    pq.write_table(pa.table({"id": ["a", "b"], "y": pa.array([0, None], pa.int64()), "x0": [1.0, 2.0]}), path)
+    with pytest.raises(VerticalDataError, match=r"row 2: column 'y': missing value"):
+        read_party(path, label_column="y", missing="mean")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 4), st.data())
+def test_csv_round_trip_with_random_missing_cells(tmp_path_factory, rows, cols, data):
+    """Every missing token is NaN exactly where it was written; every other value reads back exactly."""
+    values = np.array(data.draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=rows * cols,
+                                         max_size=rows * cols))).reshape(rows, cols)
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=rows * cols, max_size=rows * cols))).reshape(rows, cols)
+    tokens = data.draw(st.lists(st.sampled_from(MISSING_TOKENS), min_size=rows * cols, max_size=rows * cols))
+    lines = ["id," + ",".join(f"x{j}" for j in range(cols))]
+    for i in range(rows):
+        cells = [tokens[i * cols + j] if mask[i, j] else repr(float(values[i, j])) for j in range(cols)]
+        lines.append(f"r{i}," + ",".join(cells))
+    path = tmp_path_factory.mktemp("csv") / "h.csv"
+    path.write_text("\n".join(lines) + "\n")
+    t = read_party(path, missing="median")
+    assert np.array_equal(np.isnan(t.features), mask)
+    assert np.array_equal(t.features[~mask], values[~mask])

@@ -267,3 +267,47 @@ def test_provider_workers_split_columns_and_match_single_worker(data_dir, tmp_pa
     with pytest.raises(ValueError):
         ProviderCore("p", h, SETTINGS, (3, 3))
 
+
+def _blank(t: PartyTable, path, rng, label: bool) -> None:
+    """Write t as CSV with about 10 % of its feature cells empty or NA, NaN, null."""
+    tokens = np.array(["", "NA", "NaN", "null"], dtype=object)
+    cells = t.features.astype(str).astype(object)
+    holes = rng.random(cells.shape) < 0.1
+    cells[holes] = tokens[rng.integers(0, 4, holes.sum())]
+    head = ["id"] + (["y"] + t.feature_names if label else t.feature_names)
+    body = [[i] + ([str(int(y))] if label else []) + list(row)
+            for i, y, row in zip(t.ids, t.labels if label else t.ids, cells)]
+    path.write_text("\n".join(",".join(r) for r in [head] + body) + "\n")
+
+
+@pytest.mark.parametrize("missing", ["mean", "median", "zero"])
+def test_missing_cells_are_filled_by_their_party_with_training_statistics(data_dir, tmp_path, missing):
+    """Files with empty, NA, NaN and null cells train like pooled data filled with the training rows'
+    statistics. Catches fill values taken over all rows, NaN leaking into a product, a wrong statistic."""
+    g, h = _load(data_dir, "breast")
+    rng = np.random.default_rng(8)
+    _blank(g, tmp_path / "g.csv", rng, label=True)
+    _blank(h, tmp_path / "h.csv", rng, label=False)
+    s = replace(SETTINGS, missing=missing)
+    b = BusinessCore.from_file(str(tmp_path / "g.csv"), s)
+    p = ProviderCore.from_file("provider0", str(tmp_path / "h.csv"), s)
+    trainer, _, hist = run_local(b, [p], s, iterations=4)
+    g2 = read_party(tmp_path / "g.csv", label_column="y", missing=missing)
+    h2 = read_party(tmp_path / "h.csv", missing=missing)
+    X, y, val = _pooled(g2, h2, s)
+    train = X[~val]
+    assert np.isnan(train).mean() > 0.05
+    stat = {"mean": np.nanmean, "median": np.nanmedian, "zero": lambda a, axis: np.zeros(a.shape[1])}[missing]
+    fill = stat(train, axis=0)
+    train = np.where(np.isnan(train), fill, train)
+    w = _pooled_steps((train - train.mean(0)) / train.std(0), y[~val], s, 4)
+    assert np.allclose(np.r_[b.opt.w[:-1], p.opt.w, b.opt.w[-1]], w, atol=1e-6)
+    model = pq.read_table(trainer.save(tmp_path / "out")["provider0"])
+    assert np.allclose(model["fill"].to_numpy(), fill[10:]) and np.isfinite(hist[-1]["val_loss"])
+
+
+def test_missing_error_policy_stops_at_the_first_empty_cell(data_dir, tmp_path):
+    g, _ = _load(data_dir, "breast")
+    _blank(g, tmp_path / "g.csv", np.random.default_rng(1), label=True)
+    with pytest.raises(Exception, match=r"g\.csv:\d+: column 'x\d': (missing value|non-finite|non-numeric)"):
+        BusinessCore.from_file(str(tmp_path / "g.csv"), replace(SETTINGS, missing="error"))
