@@ -48,10 +48,14 @@ def build_strategy(name: str | None, target: str | None, params: Mapping[str, An
 
 
 def constructor_arguments(cls: type[Strategy], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The set (not None) entries of params that cls's constructor names; all of them if it takes **kwargs."""
+    """The set (not None) settings in params that cls's constructor names; all of them if it takes **kwargs.
+
+    `name` and `target` pick the class, so they are never settings (the whole strategy section may be passed).
+    """
     signature = inspect.signature(cls.__init__)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-    return {k: v for k, v in params.items() if v is not None and (takes_any or k in signature.parameters)}
+    return {k: v for k, v in params.items()
+            if v is not None and k not in ("name", "target") and (takes_any or k in signature.parameters)}
 
 
 def import_strategy(target: str) -> type[Strategy]:

@@ -98,7 +98,8 @@ def test_a_user_strategy_from_the_working_directory(user_dir):
     params = {"w": np.ones(2, np.float32)}
     out = strategy.aggregate(0, params, [{"w": np.full(2, 0.5, np.float32)}], [1])
     np.testing.assert_array_equal(out["w"], [2.0, 2.0])
-    assert build_strategy(None, "my_strategies:Anything", SECTION).settings == {
+    section = {"name": None, "target": "my_strategies:Anything", **SECTION}  # the whole config section
+    assert build_strategy(None, section["target"], section).settings == {
         k: v for k, v in SECTION.items() if v is not None}
     assert type(build_strategy(None, "my_strategies:Nested.Inner", {})).__name__ == "Scaled"
 
