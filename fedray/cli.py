@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fedray.config import ConfigError, diff_keys, load_config, result_config, save_config
+from fedray.config import ConfigError, diff_keys, load_config, result_config, save_config, to_plain
 
 EXIT_USAGE = 2
 
@@ -32,11 +32,39 @@ def _preflight(cfg) -> None:
                    label_kind="binary" if v.model == "logistic" else "real")
         for path in v.provider_paths:
             read_party(path, v.id_column)
-    else:
+    elif cfg.job == "centralized":
         from fedray.data import load_recdata
         from fedray.data.partition import check_negatives
 
         check_negatives(load_recdata(cfg.data, cfg.seed), cfg.data.eval_negatives)
+    else:
+        check_horizontal(to_plain(cfg))
+
+
+def check_horizontal(plain: dict) -> None:
+    """Build the task, load its data, check its model and strategy: a bad target stops here, before Ray starts."""
+    from fedray.data import DataError
+    from fedray.strategies import build_strategy
+    from fedray.tasks import TaskError, build_task, check_model
+
+    task = build_task(plain["task"])
+    name = type(task).__name__
+    try:
+        data = task.load(plain["seed"])
+    except (DataError, TaskError):
+        raise
+    except Exception as e:
+        raise TaskError(f"task.target={plain['task']['target']!r}: {name}.load(seed) raised {type(e).__name__}: {e}") from None
+    if len(data) == 0:
+        raise TaskError(f"task.target={plain['task']['target']!r}: {name}.load(seed) returned no devices")
+    try:
+        check_model(task)
+    except TaskError:
+        raise
+    except Exception as e:
+        raise TaskError(f"task.target={plain['task']['target']!r}: {name}.model(1.0) raised {type(e).__name__}: {e}") from None
+    s = plain["strategy"]
+    build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or task.server_lr})
 
 
 def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False) -> object:
@@ -156,10 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     from fedray.vertical.errors import VerticalPartyError
     from fedray.runtime import ClusterError
     from fedray.jobs import JobError
+    from fedray.strategies import StrategyError
+    from fedray.tasks import TaskError
 
     try:
         return args.func(args, console)
-    except (ConfigError, DataError, VerticalDataError, CheckpointError, JobError, ClusterError) as e:
+    except (ConfigError, DataError, VerticalDataError, CheckpointError, JobError, ClusterError, TaskError,
+            StrategyError) as e:
         from rich.markup import escape
 
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -75,33 +75,28 @@ class ModelConfig:
 class TrainConfig:
     rounds: int = 100
     local_steps: int = 10  # t: local SGD steps per round
+    local_epochs: Optional[int] = None  # E: local epochs per round instead of local_steps (when set)
     batch_size: int = 32  # positives per local step
-    lr: float = 1.0  # device-side SGD learning rate (the loss is a per-batch mean)
-    negatives: int = 4  # sampled negatives per positive
-    l2: float = 0.0
+    lr: float = 1.0  # device-side learning rate (the loss is a per-batch mean)
+    negatives: int = 4  # recommender: sampled negatives per positive
+    l2: float = 0.0  # recommender: L2 on the user vector and the item rows it touches
     participants: float = 64.0  # per round and group: a count if >= 1, a fraction of the group if < 1
     over_select: float = 1.0  # select ceil(K * factor), accept the first K arrivals
     deadline_s: Optional[float] = None  # simulated seconds a device may take; later arrivals are stragglers
     min_updates: int = 1  # fewer valid updates than this: the round is retried with fresh participants
     clip_update_norm: Optional[float] = None  # scale updates with a larger L2 norm down to it (outliers)
     max_round_retries: int = 3
-    server_opt: str = "sgd"  # sgd | fedadam
-    server_lr: float = 40.0  # large because each item row is averaged over all K participants, few of which touch it
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    adam_tau: float = 1e-3
     eval_every: int = 10
     eval_users: int = 0  # evaluate this many devices per evaluation (0: all)
-    personalize_steps: int = 10  # steps a device fits its private user vector before evaluating or recommending
+    personalize_steps: int = 10  # recommender: steps a device refits its user vector before evaluating or recommending
 
 
 @dataclass
 class CompressionConfig:
     method: str = "ternary"  # none | ternary
-    update: str = "delta"  # delta (model difference) | gradient
     clip_sigma: Optional[float] = 2.5  # scaler c*sigma after clipping (TernGrad); null: s = max|g|
     error_feedback: bool = True
-    mode: str = "rows"  # rows (row and column scales for embedding tables) | auto | dense | sparse
+    mode: str = "rows"  # rows (row and column scales for the task's sparse row tables; dense for other layers) | auto | dense | sparse
     broadcast: str = "float32"  # float32 | ternary
 
 
@@ -135,6 +130,35 @@ class FaultConfig:
 
     crash: float = 0.0  # probability its host process dies mid-training (os._exit)
     corrupt: float = 0.0  # probability one byte of its payload is flipped in transit
+    byzantine: float = 0.0  # fraction of devices (fixed per seed) that send adversarial updates
+    byzantine_mode: str = "sign_flip"  # sign_flip (-scale * update) | scale (scale * update)
+    byzantine_scale: float = 4.0
+
+
+RECOMMENDER = "fedray.tasks.recommender:RecommenderTask"
+# The default task is the built-in recommender; its kwargs point at the data and model sections, so
+# `data.*`, `model.*` and the recommender's `train.*` keys keep working. A config whose task names another
+# target replaces this section whole (see _merge).
+DEFAULT_TASK = {"target": RECOMMENDER, "data": "${data}", "model": "${model}", "negatives": "${train.negatives}",
+                "l2": "${train.l2}", "personalize_steps": "${train.personalize_steps}",
+                "personalize_lr": "${train.lr}", "personalize_batch": "${train.batch_size}"}
+
+
+@dataclass
+class StrategyConfig:
+    """Server-side strategy: a built-in by name or a user's class by import path, and its parameters."""
+
+    name: Optional[str] = None  # fedavg (unset) | fedavgm | fedprox | fedadam | fedyogi | fedadagrad | median | trimmed_mean | krum
+    target: Optional[str] = None  # "pkg.module:Class", a user's Strategy subclass (instead of name)
+    server_lr: Optional[float] = None  # unset: the task's own default (1.0; the recommender's is 40)
+    momentum: float = 0.9  # fedavgm
+    proximal_mu: float = 0.01  # fedprox
+    beta1: float = 0.9  # fedadam, fedyogi, fedadagrad
+    beta2: float = 0.99  # fedadam, fedyogi
+    tau: float = 1e-3  # fedadam, fedyogi, fedadagrad
+    trim_fraction: float = 0.2  # trimmed_mean: dropped at each end per coordinate
+    byzantine: int = 1  # krum: f, the adversarial updates it tolerates
+    keep: Optional[int] = None  # krum: m, updates averaged (unset: n - f)
 
 
 @dataclass
@@ -145,6 +169,8 @@ class RootConfig:
     output_dir: str = "runs"
     run_dir: Optional[str] = None  # unset: OUTPUT_DIR/NAME-<timestamp>
     tiers_file: Optional[str] = None  # YAML with a `tiers:` list; replaces `tiers` when set
+    task: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TASK))  # target + the task's kwargs
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -163,9 +189,8 @@ CHOICES = {
     "job": ("horizontal", "vertical", "centralized"),
     "data.format": ("auto", "latest", "100k", "1m"),
     "model.kind": ("mf", "neumf"),
-    "train.server_opt": ("sgd", "fedadam"),
     "compression.method": ("none", "ternary"),
-    "compression.update": ("delta", "gradient"),
+    "faults.byzantine_mode": ("sign_flip", "scale"),
     "compression.mode": ("auto", "dense", "sparse", "rows"),
     "compression.broadcast": ("float32", "ternary"),
     "grouping.method": ("none", "thresholds", "kmeans"),
@@ -202,10 +227,18 @@ RANGES = {
     "train.over_select": (1.0, True, None),
     "train.min_updates": (1, True, None),
     "train.max_round_retries": (0, True, None),
-    "train.server_lr": (0.0, False, None),
-    "train.adam_beta1": (0.0, True, 1.0),
-    "train.adam_beta2": (0.0, True, 1.0),
-    "train.adam_tau": (0.0, False, None),
+    "train.local_epochs": (1, True, None),
+    "strategy.server_lr": (0.0, False, None),
+    "strategy.momentum": (0.0, True, 1.0),
+    "strategy.proximal_mu": (0.0, True, None),
+    "strategy.beta1": (0.0, True, 1.0),
+    "strategy.beta2": (0.0, True, 1.0),
+    "strategy.tau": (0.0, False, None),
+    "strategy.trim_fraction": (0.0, True, 0.5),
+    "strategy.byzantine": (0, True, None),
+    "strategy.keep": (1, True, None),
+    "faults.byzantine": (0.0, True, 1.0),
+    "faults.byzantine_scale": (0.0, False, None),
     "train.eval_every": (1, True, None),
     "train.eval_users": (0, True, None),
     "train.personalize_steps": (0, True, None),
@@ -245,8 +278,18 @@ def _allowed_keys(schema: Any, full_key: str) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
+def _names_other_task(base: DictConfig, other: Any) -> bool:
+    """Whether a layer's task section names a different target (then it replaces the section, not merges)."""
+    task = other.get("task") if isinstance(other, (dict, DictConfig)) else None
+    target = task.get("target") if isinstance(task, (dict, DictConfig)) else None
+    return target is not None and target != base.task.get("target")
+
+
 def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     """Merge a user layer into the typed config; a bad key or type becomes a ConfigError naming the source."""
+    if _names_other_task(base, other):
+        base = base.copy()
+        base.task = {}
     try:
         return OmegaConf.merge(base, other)
     except ConfigKeyError as e:
@@ -353,8 +396,8 @@ def validate(cfg: DictConfig) -> list[str]:
     return errors
 
 
-RESULT_KEYS = ("job", "seed", "tiers_file", "data", "model", "train", "compression", "grouping", "tiers", "faults",
-               "centralized", "vertical")
+RESULT_KEYS = ("job", "seed", "tiers_file", "task", "strategy", "data", "model", "train", "compression", "grouping",
+               "tiers", "faults", "centralized", "vertical")
 
 
 def result_config(cfg: DictConfig) -> dict:
@@ -392,4 +435,4 @@ def to_plain(cfg: DictConfig) -> dict:
 
 def from_plain(data: dict) -> DictConfig:
     """Typed config back from a plain dict (inside actors)."""
-    return OmegaConf.merge(OmegaConf.structured(RootConfig), data)
+    return _merge(OmegaConf.structured(RootConfig), data, "run config")

@@ -429,28 +429,33 @@ def encode(
     rng: np.random.Generator,
     *,
     clip_sigma: float | None = None,
-    mode: str = "auto",
+    mode: str | Sequence[str] = "auto",
     rounding: str = "stochastic",
 ) -> tuple[bytes, list[np.ndarray]]:
     """Ternarize and pack tensors -> (payload bytes, dequantized float32 tensors exactly as the receiver will decode them).
 
+    mode is one mode for every tensor, or one per tensor (row tables in rows mode, dense layers dense).
     rounding "stochastic" is unbiased TernGrad (device updates); "threshold" is deterministic (broadcasts).
     """
     if rounding not in ("stochastic", "threshold"):
         raise ValueError(f"rounding must be 'stochastic' or 'threshold', got {rounding!r}")
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    _check_clip(clip_sigma)
     if isinstance(tensors, np.ndarray):
         raise TypeError("encode takes a sequence of arrays, not one array")
     tensors = list(tensors)
+    modes = [mode] * len(tensors) if isinstance(mode, str) else list(mode)
+    if len(modes) != len(tensors):
+        raise ValueError(f"{len(modes)} modes for {len(tensors)} tensors")
+    bad = [m for m in modes if m not in _MODES]
+    if bad:
+        raise ValueError(f"mode must be one of {_MODES}, got {bad[0]!r}")
+    _check_clip(clip_sigma)
     if len(tensors) > MAX_TENSORS:
         raise ValueError(f"at most {MAX_TENSORS} tensors per payload")
     headers: list[bytes] = []
     bodies: list = []
     deq: list[np.ndarray] = []
     total = 0
-    for t in tensors:
+    for t, mode in zip(tensors, modes):
         arr = np.asarray(t)
         shape = tuple(int(x) for x in arr.shape)
         if len(shape) > MAX_NDIM or any(x >= 1 << 32 for x in shape):
@@ -779,7 +784,7 @@ def error_feedback(
     rng: np.random.Generator,
     *,
     clip_sigma: float | None = None,
-    mode: str = "auto",
+    mode: str | Sequence[str] = "auto",
 ) -> tuple[bytes, list[np.ndarray]]:
     """Encode update+residual; return (payload, new_residual) with new_residual = update + residual - sent, exactly in float32."""
     upd = [np.asarray(u, dtype=np.float32) for u in update]

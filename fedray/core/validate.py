@@ -1,27 +1,21 @@
 """Admission checks on what a device returns, before anything of it reaches the global model."""
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 
 HEADER_SLACK = 1 << 16  # bytes allowed above the float32 size of the model (headers, row bitmaps)
 
 
-def check_result(result: object, selected: set[int], seen: set[int], max_bytes: int) -> str | None:
-    """Why a device's returned result must be rejected (None if it may be decoded): shape of the record,
-    unexpected or duplicate device, sample count, payload type and size."""
-    if not isinstance(result, Mapping) or not {"device", "payload", "samples"} <= set(result):
-        return "malformed_result"
-    device = result["device"]
+def check_result(device: object, samples: object, payload: object, selected: set[int], seen: set[int],
+                 max_bytes: int) -> str | None:
+    """Why a device's returned update must be rejected (None if it may be decoded): unexpected or duplicate
+    device, sample count, payload type and size."""
     if not isinstance(device, (int, np.integer)) or int(device) not in selected:
         return "unexpected_device"
     if int(device) in seen:
         return "duplicate"
-    samples = result["samples"]
     if not isinstance(samples, (int, np.integer)) or samples <= 0:
         return "bad_samples"
-    payload = result["payload"]
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         return "payload_type"
     if len(payload) > max_bytes:

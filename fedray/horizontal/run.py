@@ -1,7 +1,8 @@
-"""Entry for a horizontal run: start the driver actor, drive its rounds with a progress bar, report."""
+"""Entry for a horizontal run: start the driver (the round engine made remote), drive its rounds, report."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import ray
@@ -11,9 +12,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedray import placement
 from fedray.config import to_plain
-from fedray.horizontal.driver import Driver
+from fedray.engine.engine import RoundEngine
+from fedray.engine.records import RoundRecord
+from fedray.horizontal.fleet import RayFleet
 from fedray.metrics import plot_curves, summarize, summary_table
 from fedray.runtime import ClusterError, check_tiers
+
+
+def progress_status(records: list[RoundRecord]) -> str:
+    """The progress line's text: each group's training loss and its latest metrics."""
+    parts = []
+    for r in records:
+        shown = "".join(f" {name} {value:.3f}" for name, value in sorted(r.metrics.items()) if not math.isnan(value))
+        parts.append(f"g{r.group}: loss {r.train_loss:.3f}{shown}")
+    return "  ".join(parts)
 
 
 def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = None, resume: bool = False,
@@ -21,45 +33,46 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
     """Run (or resume) every round of a horizontal job; returns the per-group summary rows."""
     console = console or Console()
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
-    driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
+    driver = ray.remote(RoundEngine).options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir), RayFleet)
     try:
         try:
             info = ray.get(driver.setup.remote())
         except ray.exceptions.RayTaskError as e:
             ray.kill(driver)
-            if isinstance(e.cause, ClusterError):  # the driver's capacity check: surface its message, not a traceback
+            if isinstance(e.cause, ClusterError):  # the fleet's capacity check: surface its message, not a traceback
                 raise e.cause from None
             raise
-        console.print(f"[bold]{info['devices']} devices[/] on {info['hosts']} device hosts, {info['items']} items")
-        for line in info["log"]:
+        console.print(f"[bold]{info.devices} devices[/] on {info.hosts} device hosts")
+        for line in info.log:
             console.print(f"  {line}")
         start = ray.get(driver.restore.remote(force)) if resume else None
         shown = ray.get(driver.messages.remote())
-        for line in shown[len(info["log"]):]:
+        for line in shown[len(info.log):]:
             console.print(f"[yellow]{line}[/]")
         if start is not None:
             console.print(f"resumed from the checkpoint of round {start}")
         start = start or 0
         with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
-            task = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
+            bar = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
+            latest: dict[int, dict[str, float]] = {}
             for _ in range(start, cfg.train.rounds):
                 recs = ray.get(driver.run_round.remote())
-                if any(r["failures"] or r["rejected"] or r["retries"] for r in recs):
+                if any(r.failures or r.rejected or r.retries for r in recs):
                     log = ray.get(driver.messages.remote())
                     for line in log[len(shown):]:
                         progress.console.print(f"[yellow]{line}[/]")
                     shown = log
-                status = "  ".join(
-                    f"g{r['group']}: loss {r['train_loss']:.3f}" + (f" HR@10 {r['hr10']:.3f}" if r["hr10"] == r["hr10"] else "")
-                    for r in recs)
-                progress.update(task, advance=1, status=status)
+                for r in recs:
+                    latest[r.group] = r.metrics = {**latest.get(r.group, {}), **r.metrics}
+                progress.update(bar, advance=1, status=progress_status(recs))
         ray.get(driver.finish.remote())
         records = ray.get(driver.metrics_table.remote()).to_pylist()
         rows = summarize(records)
         console.print(summary_table(rows, f"fedray horizontal run: {run_dir}"))
         plot_curves(records, Path(run_dir) / "curves.png")
         (Path(run_dir) / "summary.json").write_text(json.dumps(rows, indent=1))
+        ray.get(driver.close.remote())
         ray.kill(driver)
     finally:  # placement groups belong to the job, not the driver: free them however the run ended
         placement.release(run_dir, [t.name for t in cfg.tiers])

@@ -93,7 +93,8 @@ def _bce(logits_pos: torch.Tensor, logits_neg: torch.Tensor) -> torch.Tensor:
 class LocalResult:
     """Outcome of one device's local training."""
 
-    update: dict[str, np.ndarray]  # delta (new - old) or mean gradient, dense, same shapes as the global params
+    rows: np.ndarray  # the item rows the device touched (sorted), the only rows of the item tables it changed
+    trained: dict[str, np.ndarray]  # new values: the touched rows of item tables, whole arrays otherwise
     user: np.ndarray  # the device's new private user vector
     loss: float  # mean training loss over the local steps
     samples: int  # training positives the device holds (its fusion weight)
@@ -108,9 +109,9 @@ def sample_batches(positives: np.ndarray, n_items: int, steps: int, batch: int, 
 
 
 def local_train(global_params: Mapping[str, np.ndarray], user: np.ndarray, positives: np.ndarray, spec: ModelSpec,
-                *, steps: int, batch: int, lr: float, negatives: int, l2: float, rng: np.random.Generator,
-                update: str = "delta") -> LocalResult:
-    """t steps of SGD on the device's positives and sampled negatives; returns the global update and new user vector."""
+                *, steps: int, batch: int, lr: float, negatives: int, l2: float,
+                rng: np.random.Generator) -> LocalResult:
+    """t steps of SGD on the device's positives and sampled negatives, over only the item rows it samples."""
     pos, neg = sample_batches(positives, spec.n_items, steps, batch, negatives, rng)
     rows, inverse = np.unique(np.concatenate([pos.ravel(), neg.ravel()]), return_inverse=True)
     local_pos = torch.from_numpy(inverse[:pos.size].reshape(pos.shape))
@@ -121,7 +122,6 @@ def local_train(global_params: Mapping[str, np.ndarray], user: np.ndarray, posit
         params[name] = torch.tensor(sub, requires_grad=True)
     u = torch.tensor(user, requires_grad=True)
     leaves = [*params.values(), u]
-    grad_sum = [torch.zeros_like(t) for t in params.values()]
     losses = torch.zeros(steps)
     for s in range(steps):
         loss = _bce(score(params, u, local_pos[s], spec), score(params, u, local_neg[s], spec))
@@ -131,20 +131,9 @@ def local_train(global_params: Mapping[str, np.ndarray], user: np.ndarray, posit
         with torch.no_grad():
             for leaf, g in zip(leaves, grads):
                 leaf -= lr * g
-            for acc, g in zip(grad_sum, grads):
-                acc += g
         losses[s] = loss.detach()
-    out = {}
-    for (name, value), t, g in zip(global_params.items(), params.values(), grad_sum):
-        local = (g / steps) if update == "gradient" else (t.detach() - torch.from_numpy(np.asarray(value[rows] if name in ITEM_TABLES else value)))
-        local = local.numpy().astype(np.float32, copy=False)
-        if name in ITEM_TABLES:
-            dense = np.zeros(value.shape, np.float32)
-            dense[rows] = local
-            out[name] = dense
-        else:
-            out[name] = local.reshape(value.shape)
-    return LocalResult(out, u.detach().numpy().copy(), float(losses.mean()), int(len(positives)))
+    trained = {name: t.detach().numpy() for name, t in params.items()}
+    return LocalResult(rows, trained, u.detach().numpy().copy(), float(losses.mean()), int(len(positives)))
 
 
 def personalize(global_params: Mapping[str, np.ndarray], users: np.ndarray, positives: Sequence[np.ndarray],

@@ -100,7 +100,8 @@ class Task:
         return None
 
     def init_private(self, model: torch.nn.Module, device: int, rng: np.random.Generator) -> None:
-        """Give a device that has not trained yet its own private parameters (default: keep the fresh model's)."""
+        """Set every private parameter of `model` for a device that has none yet (default: a fresh model's, seeded
+        per device)."""
 
     def train_flops(self, model: torch.nn.Module, data: Any, ctx: TrainContext) -> float:
         """Estimated FLOPs of one device's local training, for the simulated clock (6 per parameter and sample)."""

@@ -3,23 +3,22 @@ import numpy as np
 from fedray.core.validate import check_result, check_tensors, clip_norm
 
 
-def rec(device=1, payload=b"x" * 10, samples=5):
-    return {"device": device, "payload": payload, "samples": samples, "loss": 0.1}
+def check(device=1, payload=b"x" * 10, samples=5, selected=(1, 2), seen=()):
+    return check_result(device, samples, payload, set(selected), set(seen), 100)
 
 
 def test_accepts_a_well_formed_result():
-    assert check_result(rec(), {1, 2}, set(), 100) is None
+    assert check() is None
 
 
 def test_each_defect_has_its_reason():
-    assert check_result("junk", {1}, set(), 100) == "malformed_result"
-    assert check_result({"device": 1}, {1}, set(), 100) == "malformed_result"
-    assert check_result(rec(device=7), {1}, set(), 100) == "unexpected_device"
-    assert check_result(rec(), {1}, {1}, 100) == "duplicate"
-    assert check_result(rec(samples=0), {1}, set(), 100) == "bad_samples"
-    assert check_result(rec(samples=2.5), {1}, set(), 100) == "bad_samples"
-    assert check_result(rec(payload=np.zeros(3)), {1}, set(), 100) == "payload_type"
-    assert check_result(rec(payload=b"x" * 101), {1}, set(), 100) == "oversized"
+    assert check(device="1") == "unexpected_device"
+    assert check(device=7) == "unexpected_device"
+    assert check(seen=(1,)) == "duplicate"
+    assert check(samples=0) == "bad_samples"
+    assert check(samples=2.5) == "bad_samples"
+    assert check(payload=np.zeros(3)) == "payload_type"
+    assert check(payload=b"x" * 101) == "oversized"
 
 
 def test_tensor_checks():
@@ -37,3 +36,4 @@ def test_clip_norm_scales_only_outliers():
     out, clipped = clip_norm(t, 1.0)
     assert clipped
     np.testing.assert_allclose(np.linalg.norm(out[0]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out[0], [0.6, 0.8], rtol=1e-6)  # the direction is kept, only the norm changes

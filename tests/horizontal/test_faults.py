@@ -8,9 +8,9 @@ import pytest
 
 from fedray.checkpoint import CheckpointStore, table_to_arrays
 from fedray.cli import main
-from fedray.horizontal.device import stream
-from fedray.horizontal.driver import STREAM_INIT
-from fedray.models.recommender import init_global
+from fedray.config import load_config, to_plain
+from fedray.engine.engine import initial_params
+from fedray.tasks import build_task, check_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=40", "data.synthetic.n_items=300",
@@ -63,20 +63,25 @@ def test_a_round_without_enough_valid_updates_is_retried_and_never_touches_the_m
     m = metrics(run)
     assert all(not r["applied"] and r["retries"] == 2 and r["participants"] == 0 for r in m)
     assert all(r["selected"] == 3 * 12 for r in m)  # the first try and two retries
-    from fedray.config import load_config
-    from fedray.data import load_recdata
-    from fedray.models.recommender import ModelSpec
-
-    cfg = load_config(run / "config.yaml")
-    spec = ModelSpec(load_recdata(cfg.data, cfg.seed).n_items, cfg.model.dim, tuple(cfg.model.hidden), cfg.model.kind)
-    init = init_global(spec, cfg.model.init_std, stream(cfg.seed, STREAM_INIT, 0))
+    init = initial_model(run)
     final = model(run)
     assert all(final[k].tobytes() == init[k].tobytes() for k in init)
 
 
+def initial_model(run: Path) -> dict:
+    """Group 0's initial global weights, rebuilt from the run's config."""
+    cfg = load_config(run / "config.yaml")
+    task = build_task(to_plain(cfg)["task"])
+    task.load(cfg.seed)
+    return initial_params(task, check_model(task), cfg.seed, 0, 1.0)
+
+
 @pytest.mark.ray
-def test_update_norm_clipping_is_counted(ray_local, tmp_path):
+def test_update_norm_clipping_is_counted_and_bounds_the_step(ray_local, tmp_path):
     run = tmp_path / "run"
     assert main(["run", *SMALL, "train.rounds=2", "train.clip_update_norm=0.01", "compression.method=none",
-                 "checkpoint.every=0", f"run_dir={run}"]) == 0
+                 "checkpoint.every=0", "strategy.server_lr=40", f"run_dir={run}"]) == 0
     assert all(r["clipped"] == r["participants"] > 0 for r in metrics(run))
+    init, final = initial_model(run), model(run)
+    moved = np.sqrt(sum(float(np.square(final[k] - init[k]).sum()) for k in init))
+    assert 0 < moved <= 2 * 40 * 0.01 * (1 + 1e-4)  # two rounds of server_lr x a mean of updates of norm <= 0.01

@@ -46,7 +46,7 @@ def test_recommend_uses_the_run(ray_local, tmp_path, capsys):
 def test_float_fedavg_and_fedadam_run(ray_local, tmp_path):
     run = tmp_path / "run"
     assert main(["run", str(ROOT / "conf/default.yaml"), *SMALL, "train.rounds=4", "compression.method=none",
-                 "train.server_opt=fedadam", "train.server_lr=0.05", f"run_dir={run}"]) == 0
+                 "strategy.name=fedadam", "strategy.server_lr=0.05", f"run_dir={run}"]) == 0
     m = pq.read_table(run / "metrics.parquet").to_pylist()
     assert all(r["bytes_up"] == r["bytes_up_float32"] for r in m)
     assert np.isfinite(pq.read_table(run / "models/group-0.parquet").num_rows)

@@ -188,16 +188,17 @@ def test_groups_train_concurrently_with_models_sized_by_tier(ray_local, tmp_path
     m = pq.read_table(run / "metrics.parquet").to_pylist()
     assert sorted((r["round"], r["group"]) for r in m) == [(r, gid) for r in range(2) for gid in range(3)]
     assert all(r["participants"] == 4 for r in m)
-    specs = json.loads((run / "models/specs.json").read_text())
-    assert {gid: s["dim"] for gid, s in specs.items()} == {"0": 16, "1": 8, "2": 4}  # widths 1.0, 0.5, 0.25
-    for gid, s in specs.items():
-        emb = pq.read_table(run / f"models/group-{gid}.parquet")
-        assert emb.num_rows > 0
+    widths = json.loads((run / "models/groups.json").read_text())
+    assert {gid: g["width"] for gid, g in widths.items()} == {"0": 1.0, "1": 0.5, "2": 0.25}
+    from fedray.checkpoint import table_to_arrays
+
+    dims = {gid: table_to_arrays(pq.read_table(run / f"models/group-{gid}.parquet"))["item_emb"].shape[1] for gid in widths}
+    assert dims == {"0": 16, "1": 8, "2": 4}  # the model sized for each tier
     # Each group keeps its own simulated clock: the phones' group is the slowest, the servers' the fastest.
     last = {r["group"]: r["sim_time_s"] for r in m if r["round"] == 1}
     assert 0 < last[0] < last[1] < last[2]
     assert all(r["hr10"] == r["hr10"] for r in m if r["round"] == 1)  # every group evaluated
-    assert "group 0: 10 devices" in out and "embedding dim 4" in out
+    assert "group 0: 10 devices" in out and "model width 0.25" in out
 
 
 @pytest.mark.ray

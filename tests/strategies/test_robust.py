@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes
 
+from fedray.strategies import robust
 from fedray.strategies.fedavg import FedAvg
 from fedray.strategies.robust import (Krum, Median, TrimmedMean, coordinate_median, krum_scores, multi_krum, stack,
                                       trimmed_mean, unstack)
@@ -77,6 +78,13 @@ def test_multi_krum_matches_brute_force(seed, byzantine, extra, columns, data):
     scores, expected = brute_force_multi_krum(matrix, byzantine, keep)
     np.testing.assert_allclose(krum_scores(matrix, byzantine), scores, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(multi_krum(matrix, byzantine, keep), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_krum_scores_summed_over_several_gram_blocks_match_brute_force(monkeypatch):
+    monkeypatch.setattr(robust, "GRAM_BLOCK", 4)  # 11 columns: blocks of 4, 4 and 3
+    matrix = (np.random.default_rng(2).normal(size=(9, 11)) + 3.0).astype(np.float32)
+    scores, _ = brute_force_multi_krum(matrix, 2, 1)
+    np.testing.assert_allclose(robust.krum_scores(matrix, 2), scores, rtol=1e-6)
 
 
 def test_krum_with_keep_one_returns_the_most_central_update():

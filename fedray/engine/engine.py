@@ -1,0 +1,457 @@
+"""The horizontal round engine: selection, admission, decoding, the strategy's aggregation, the simulated clock,
+evaluation, records and checkpoints, as a plain class. It never imports Ray: it reaches devices through a Fleet,
+and the Ray driver is this class made remote at launch with the Ray fleet.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from fedray.checkpoint import CheckpointStore, arrays_to_table
+from fedray.config import config_digest, from_plain
+from fedray.core import clock, fusion, grouping, selection, ternary, validate
+from fedray.core.grouping import HW_FIELDS
+from fedray.engine.devices import DeviceFailure, DeviceUpdate, HostReport, decode_update
+from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOrder
+from fedray.engine.records import RoundRecord, records_from_table, records_table
+from fedray.engine.streams import Stream, stream, torch_seed
+from fedray.strategies import build_strategy
+from fedray.strategies.base import RoundPlan, Strategy
+from fedray.tasks import Evaluation, Task, build_task, check_model
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass
+class Group:
+    """One group of devices with its own model width, global weights, strategy and simulated clock."""
+
+    gid: int
+    devices: np.ndarray
+    width: float
+    params: Params
+    strategy: Strategy
+    clock: clock.SimClock
+    gflops: float  # median reported compute of its devices
+    replica: Params | None = None  # the model as devices rebuild it from ternary broadcasts (None: float32)
+
+    def device_model(self) -> Params:
+        """The weights devices hold: the replica under ternary broadcast, else the global model itself."""
+        return self.params if self.replica is None else self.replica
+
+
+@dataclass
+class SetupInfo:
+    """What setup() reports: devices, hosts, groups and the log lines it produced."""
+
+    devices: int
+    hosts: int
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Admitted:
+    """The updates that passed admission, with the reasons the others were turned away."""
+
+    updates: list[DeviceUpdate]
+    reasons: dict[str, int]
+    failures: int
+
+
+def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> list[np.ndarray]:
+    """Device ids per tier: a seeded permutation cut by the tiers' shares (largest remainders)."""
+    raw = np.asarray(shares) * n
+    counts = np.floor(raw).astype(int)
+    counts[np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]] += 1
+    perm = rng.permutation(n)
+    return [np.sort(part) for part in np.split(perm, np.cumsum(counts)[:-1])]
+
+
+def host_plans(n_devices: int, tiers: list[dict], devices_per_actor: int, seed: int) -> list[HostPlan]:
+    """Devices split over tiers by share, then each tier's devices cut into hosts of at most devices_per_actor."""
+    plans: list[HostPlan] = []
+    for tier, devices in zip(tiers, split_by_share(n_devices, [t["share"] for t in tiers], stream(seed, Stream.TIERS))):
+        for chunk in np.array_split(devices, max(1, -(-len(devices) // devices_per_actor))):
+            if len(chunk):
+                plans.append(HostPlan(len(plans), tier, chunk))
+    return plans
+
+
+def admit(results: Sequence[DeviceUpdate | DeviceFailure | object], selected: set[int], max_bytes: int,
+          log: list[str], round_: int) -> Admitted:
+    """Separate failed devices and malformed, unexpected, duplicate or oversized results from admissible updates."""
+    updates, reasons, failures, seen = [], {}, 0, set()
+    for res in results:
+        if isinstance(res, DeviceFailure):
+            failures += 1
+            log.append(f"round {round_}: device {res.device} failed: {res.error}")
+            continue
+        why = (validate.check_result(res.device, res.samples, res.payload, selected, seen, max_bytes)
+               if isinstance(res, DeviceUpdate) else "malformed_result")
+        if why is not None:
+            reasons[why] = reasons.get(why, 0) + 1
+            continue
+        seen.add(int(res.device))
+        updates.append(res)
+    return Admitted(updates, reasons, failures)
+
+
+def arrival_times(updates: Sequence[DeviceUpdate], profiles: np.ndarray, latency_s: np.ndarray,
+                  bytes_down: float) -> np.ndarray:
+    """Simulated seconds each device took: compute on its reported speed, download, upload, latency."""
+    gi = [HW_FIELDS.index(f) for f in ("gflops", "up_mbps", "down_mbps")]
+    prof = profiles[:, gi] if len(updates) else np.zeros((0, 3))
+    flops = np.array([u.flops for u in updates], np.float64)
+    bytes_up = np.array([len(u.payload) for u in updates], np.float64)
+    return clock.device_round_time(flops, prof[:, 0], bytes_up, bytes_down, prof[:, 1], prof[:, 2], latency_s)
+
+
+def decode_accepted(updates: Sequence[DeviceUpdate], names: list[str], shapes: list[tuple[int, ...]], method: str,
+                    clip_norm: float | None, reasons: dict[str, int]) -> tuple[list[Params], list[float], list[float], int]:
+    """Decode and check the accepted updates in device order (reproducible sums) -> (updates, weights, losses, clipped).
+
+    A payload that fails to decode or holds the wrong shapes or NaN/Inf is counted in reasons and never fused.
+    """
+    fused, weights, losses, clipped = [], [], [], 0
+    for upd in sorted(updates, key=lambda u: u.device):
+        try:
+            tensors = decode_update(upd.payload, shapes, method)
+            why = validate.check_tensors(tensors, shapes)
+        except ValueError as e:
+            why = getattr(e, "reason", "invalid")
+        if why is not None:
+            reasons[why] = reasons.get(why, 0) + 1
+            continue
+        tensors, was_clipped = validate.clip_norm(tensors, clip_norm)
+        clipped += was_clipped
+        fused.append(dict(zip(names, tensors)))
+        weights.append(upd.samples)
+        losses.append(upd.loss)
+    return fused, weights, losses, clipped
+
+
+def weighted_metrics(evaluations: Sequence[Evaluation]) -> dict[str, float]:
+    """Each metric averaged over evaluations weighted by samples, skipping NaN values (e.g. AUC of one class)."""
+    out: dict[str, float] = {}
+    for name in sorted({k for e in evaluations for k in e.metrics}):
+        pairs = [(float(e.metrics[name]), e.samples) for e in evaluations
+                 if name in e.metrics and np.isfinite(e.metrics[name]) and e.samples > 0]
+        if pairs:
+            values, weights = zip(*pairs)
+            out[name] = float(np.average(values, weights=weights))
+    return out
+
+
+def initial_params(task: Task, shared: Sequence[str], seed: int, gid: int, width: float) -> Params:
+    """A group's initial global weights: the task's fresh model at the group's width, seeded by the group."""
+    torch.default_generator.manual_seed(torch_seed(seed, Stream.INIT, gid))
+    state = task.model(width).state_dict()
+    return {k: state[k].detach().numpy().astype(np.float32, copy=True) for k in shared}
+
+
+def check_nesting(shapes_by_group: Mapping[int, Mapping[str, tuple[int, ...]]]) -> None:
+    """HeteroFL sharing needs every narrower model's tensors to be leading slices of the wider ones'."""
+    groups = sorted(shapes_by_group, key=lambda g: [int(np.prod(s)) for s in shapes_by_group[g].values()])
+    for small, large in zip(groups, groups[1:]):
+        for name, shape in shapes_by_group[small].items():
+            other = shapes_by_group[large].get(name)
+            if other is None or len(other) != len(shape) or any(a > b for a, b in zip(shape, other)):
+                raise ValueError(f"grouping.share_across: parameter {name!r} has shape {shape} in group {small} and "
+                                 f"{other} in group {large}; the task's widths do not nest, so they cannot be shared")
+
+
+class RoundEngine:
+    """Coordinates a horizontal run: it never sees device data or private parameters, only encoded updates."""
+
+    def __init__(self, cfg: dict, run_dir: str, fleet_factory: FleetFactory):
+        self.plain = cfg
+        self.cfg = from_plain(cfg)
+        self.run_dir = Path(run_dir)
+        self.round = 0
+        self.records: list[RoundRecord] = []
+        self.rng = stream(self.cfg.seed, Stream.SELECT)
+        self.store = CheckpointStore(self.cfg.checkpoint.uri or str(self.run_dir / "checkpoints"), keep=self.cfg.checkpoint.keep)
+        self.log: list[str] = []
+        self.tier_names = [t.name for t in self.cfg.tiers]
+        self.tier_latency = np.array([t.latency_ms / 1000 for t in self.cfg.tiers])
+        self.task = build_task(cfg["task"])
+        self.data = self.task.load(self.cfg.seed)
+        self.shared = check_model(self.task)
+        self.fleet: Fleet = fleet_factory(cfg, self.task, self.data, str(self.run_dir))
+
+    # ---- setup -------------------------------------------------------------------------------------------
+    def setup(self) -> SetupInfo:
+        """Start the device hosts, collect reported hardware, form groups and give each a model sized for it."""
+        cfg = self.cfg
+        n = len(self.data)
+        tiers = [dict(t) for t in self.plain["tiers"]]
+        plans = host_plans(n, tiers, cfg.runtime.devices_per_actor, cfg.seed)
+        self.host_of = np.zeros(n, np.int32)
+        self.tier_of = np.zeros(n, np.int16)
+        for p in plans:
+            self.host_of[p.devices] = p.index
+            self.tier_of[p.devices] = self.tier_names.index(p.tier["name"])
+        reports = self.fleet.start(plans)
+        self.profiles = np.zeros((n, len(HW_FIELDS)))
+        self.samples = np.zeros(n, np.int64)
+        for rep in reports:
+            self.profiles[rep.devices] = rep.profiles
+            self.samples[rep.devices] = rep.samples
+        self.host_node = [rep.node for rep in reports]
+        self._form_groups(tiers)
+        self.group_of = np.zeros(n, np.int32)
+        for g in self.groups:
+            self.group_of[g.devices] = g.gid
+        self.host_dead = np.zeros(len(plans), bool)
+        self._write_grouping()
+        return SetupInfo(n, len(plans), [{"group": g.gid, "devices": len(g.devices), "width": g.width,
+                                          "gflops": g.gflops} for g in self.groups], list(self.log))
+
+    def _form_groups(self, tiers: list[dict]) -> None:
+        """Group devices by reported hardware and give each group a model sized for it."""
+        gc = self.cfg.grouping
+        if gc.method == "none":
+            labels = np.zeros(len(self.profiles), np.int64)
+        else:
+            labels, merges = grouping.group_devices(
+                self.profiles, gc.method, thresholds=list(gc.thresholds), k=gc.k, min_size=gc.min_size,
+                rng=stream(self.cfg.seed, Stream.GROUP), field=gc.by)
+            self.log += [f"group {a} had fewer than {gc.min_size} devices: merged into group {b}" for a, b in merges]
+        tier_gflops = np.array([t["gflops"] for t in tiers])
+        s = self.plain["strategy"]
+        self.groups = []
+        for gid in np.unique(labels):
+            devices = np.flatnonzero(labels == gid)
+            gflops = float(np.median(self.profiles[devices, HW_FIELDS.index("gflops")]))
+            width = 1.0 if gc.method == "none" else float(tiers[int(np.argmin(np.abs(np.log(tier_gflops / gflops))))]["width"])
+            params = initial_params(self.task, self.shared, self.cfg.seed, int(gid), width)
+            strategy = build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or self.task.server_lr})
+            group = Group(int(gid), devices, width, params, strategy, clock.SimClock(), gflops)
+            if self.cfg.compression.broadcast == "ternary":
+                group.replica = dict(group.params)
+            self.groups.append(group)
+            self.log.append(f"group {gid}: {len(devices)} devices, median {gflops:.1f} GFLOP/s, model width {width:g}")
+        if gc.share_across and len(self.groups) > 1:
+            check_nesting({g.gid: {k: v.shape for k, v in g.params.items()} for g in self.groups})
+        self.bytes_float32 = {g.gid: 4 * sum(v.size for v in g.params.values()) for g in self.groups}
+
+    def _write_grouping(self) -> None:
+        """Record which tier, host and group every device got, with its reported hardware."""
+        import pyarrow as pa
+
+        cols = {"device": np.arange(len(self.profiles)), "tier": [self.tier_names[i] for i in self.tier_of],
+                "host": self.host_of, "node": [self.host_node[h] for h in self.host_of], "group": self.group_of,
+                "samples": self.samples}
+        cols.update({f: self.profiles[:, i] for i, f in enumerate(HW_FIELDS)})
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), self.run_dir / "grouping.parquet")
+
+    # ---- one round -----------------------------------------------------------------------------------------
+    def run_round(self) -> list[RoundRecord]:
+        """One federated round for every group, their training in flight together; a record per group."""
+        t0 = time.perf_counter()
+        round_, cfg = self.round, self.cfg
+        launched = []
+        for g in self.groups:
+            model, down = self._broadcast(g, round_)
+            plan, order = self._plan(g, model, round_)
+            launched.append((g, model, down, plan, self.fleet.launch(order)))
+        records, crashed = [], set()
+        for g, model, down, plan, handle in launched:
+            rec = self._collect(g, plan, handle, round_, down, crashed)
+            while not rec.applied and rec.retries < cfg.train.max_round_retries:  # too few valid updates: again
+                self._recover(crashed)
+                plan, order = self._plan(g, model, round_)
+                again = self._collect(g, plan, self.fleet.launch(order), round_, down, crashed)
+                again.absorb(rec)
+                again.retries = rec.retries + 1
+                rec = again
+            records.append(rec)
+        restarts = self._recover(crashed)
+        for rec in records:
+            rec.restarts = restarts
+        self.round += 1
+        if cfg.grouping.share_across and len(self.groups) > 1:
+            self._share(records)
+        if self.round % cfg.train.eval_every == 0 or self.round == cfg.train.rounds:
+            self._evaluate(records, round_)
+        wall = time.perf_counter() - t0
+        for rec in records:
+            rec.wall_s = wall
+        self.records.extend(records)
+        if cfg.checkpoint.every and (self.round % cfg.checkpoint.every == 0 or self.round == cfg.train.rounds):
+            self.checkpoint()
+        return records
+
+    def _share(self, records: list[RoundRecord]) -> None:
+        """HeteroFL: average overlapping slices; the groups then move in lockstep, each waiting for the slowest."""
+        for g, p in zip(self.groups, fusion.share_overlap([g.params for g in self.groups])):
+            g.params = p
+        now = max(g.clock.now for g in self.groups)
+        for g, rec in zip(self.groups, records):
+            g.clock.advance(now - g.clock.now)
+            rec.sim_time_s = g.clock.now
+
+    def _broadcast(self, g: Group, round_: int) -> tuple[Params, int]:
+        """The weights devices train from this round, and the bytes each one downloads for them.
+
+        Under ternary broadcast the driver ternarizes (global - replica); the replica advances by exactly what
+        devices decode, so quantization error is carried into the next round's difference (error feedback).
+        """
+        if g.replica is None:
+            return g.params, self.bytes_float32[g.gid]
+        names = list(g.params)
+        payload, sent = ternary.encode([g.params[k] - g.replica[k] for k in names],
+                                       stream(self.cfg.seed, Stream.BROADCAST, round_, g.gid),
+                                       mode=self.cfg.compression.mode, rounding="threshold")
+        g.replica = {k: (g.replica[k] + s).astype(np.float32) for k, s in zip(names, sent)}
+        return g.replica, len(payload)
+
+    def _plan(self, g: Group, model: Params, round_: int) -> tuple[RoundPlan, TrainOrder]:
+        """The strategy draws the round's participants among the group's live devices; group them by host."""
+        alive = g.devices[~self.host_dead[self.host_of[g.devices]]]
+        if len(alive) == 0:
+            raise RuntimeError(f"group {g.gid} has no live device hosts left (all exceeded runtime.max_restarts)")
+        k = selection.participant_count(self.cfg.train.participants, len(alive))
+        plan = g.strategy.configure(round_, alive, k, self.cfg.train.over_select, self.rng)
+        hosts = self.host_of[plan.devices]
+        by_host = {int(h): [int(d) for d in plan.devices[hosts == h]] for h in np.unique(hosts)}
+        return plan, TrainOrder(g.gid, round_, g.width, model, plan.config, by_host)
+
+    def _recover(self, crashed: set[int]) -> int:
+        """Count the device hosts that came back after a crash (they restore their devices from the newest
+        checkpoint themselves); hosts that do not come back leave the federation with their devices."""
+        restarted = 0
+        for h in sorted(crashed):
+            n = int((self.host_of == h).sum())
+            if self.fleet.recover(h, min(self.cfg.runtime.round_timeout_s, 120.0)):
+                restarted += 1
+                self.log.append(f"round {self.round}: device host {h} restarted; its {n} devices rejoin from the last checkpoint")
+            else:
+                self.host_dead[h] = True
+                self.log.append(f"round {self.round}: device host {h} is gone for good; its {n} devices leave")
+        crashed.clear()
+        return restarted
+
+    def _collect(self, g: Group, plan: RoundPlan, handle: Any, round_: int, down: int, crashed: set[int]) -> RoundRecord:
+        """Wait for a group's updates, admit them, accept the first K by simulated arrival, decode, aggregate."""
+        cfg, t = self.cfg, self.cfg.train
+        arrivals: Arrivals = self.fleet.collect(handle, cfg.runtime.round_timeout_s)
+        crashed |= arrivals.crashed  # they restart and rejoin after the round
+        k = selection.participant_count(t.participants, int((~self.host_dead[self.host_of[g.devices]]).sum()))
+        ok = admit(arrivals.results, {int(d) for d in plan.devices}, self.bytes_float32[g.gid] + validate.HEADER_SLACK,
+                   self.log, round_)
+        devices = np.array([u.device for u in ok.updates], np.int64)
+        times = arrival_times(ok.updates, self.profiles[devices], self.tier_latency[self.tier_of[devices]], down)
+        accepted = clock.accept_by_deadline(times, k, t.deadline_s)
+        names = list(g.params)
+        updates, weights, losses, clipped = decode_accepted(
+            [ok.updates[i] for i in accepted], names, [g.params[k_].shape for k_ in names], cfg.compression.method,
+            t.clip_update_norm, ok.reasons)
+        applied = len(updates) >= t.min_updates
+        if applied:
+            g.params = g.strategy.aggregate(round_, g.params, updates, weights)
+        sim_round = clock.round_time(times[accepted])
+        g.clock.advance(sim_round)
+        elements = sum(v.size for v in g.params.values())
+        bytes_up = np.array([len(u.payload) for u in ok.updates], np.float64)
+        up_accepted = float(bytes_up[accepted].sum())
+        return RoundRecord(
+            round=round_, group=g.gid, selected=len(plan.devices), participants=len(updates),
+            stragglers=len(ok.updates) - len(accepted) + arrivals.unanswered, failures=arrivals.lost + ok.failures,
+            rejected=int(sum(ok.reasons.values())), reject_reasons=json.dumps(ok.reasons, sort_keys=True),
+            clipped=clipped, applied=applied, bytes_up=float(bytes_up.sum()), bytes_down=float(down * len(plan.devices)),
+            bytes_up_float32=float(4 * elements * len(ok.updates)),
+            bits_per_element=8 * up_accepted / max(1, elements * len(accepted)),
+            train_loss=float(np.average(losses, weights=weights)) if losses else float("nan"),
+            sim_round_s=sim_round, sim_time_s=g.clock.now)
+
+    def _evaluate(self, records: list[RoundRecord], round_: int) -> None:
+        """The task's metrics per group: on the devices' held-out data, and on the server's test set if it has one."""
+        devices = np.arange(len(self.host_of))
+        n_eval = self.cfg.train.eval_users
+        if n_eval and n_eval < len(devices):
+            devices = np.sort(stream(self.cfg.seed, Stream.EVAL_DEVICES).choice(devices, n_eval, replace=False))
+        devices = devices[~self.host_dead[self.host_of[devices]]]
+        by_host = {int(h): (devices[self.host_of[devices] == h].tolist(), self.group_of[devices[self.host_of[devices] == h]].tolist())
+                   for h in np.unique(self.host_of[devices])}
+        evals = self.fleet.evaluate(by_host, {g.gid: g.device_model() for g in self.groups},
+                                    {g.gid: g.width for g in self.groups}, round_, self.cfg.runtime.round_timeout_s)
+        for g, rec in zip(self.groups, records):
+            rec.metrics.update(weighted_metrics([e.evaluation for e in evals if e.group == g.gid]))
+            rec.metrics.update({f"server_{k}": v for k, v in self._server_metrics(g, round_).items()})
+
+    def _server_metrics(self, g: Group, round_: int) -> dict[str, float]:
+        """The task's optional central evaluation and the strategy's own, of a group's global model."""
+        model = self.task.model(g.width)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in g.params.items()}, strict=False)
+        out = {}
+        ev = self.task.evaluate_server(model, round_)
+        if ev is not None:
+            out.update(ev.metrics)
+        out.update(g.strategy.evaluate(round_, g.params) or {})
+        return out
+
+    # ---- results and checkpoints ---------------------------------------------------------------------------
+    def metrics_table(self):
+        """All per-round records so far, as metrics.parquet's table."""
+        return records_table(self.records)
+
+    def messages(self) -> list[str]:
+        """Log lines gathered so far (grouping merges, device failures, restarts, checkpoint fallbacks)."""
+        return list(self.log)
+
+    def finish(self) -> int:
+        """Write the run's models, metrics and device-side state; returns the rounds done."""
+        models = self.run_dir / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        for g in self.groups:
+            pq.write_table(arrays_to_table(g.params), models / f"group-{g.gid}.parquet")
+        (models / "groups.json").write_text(json.dumps({str(g.gid): {"width": g.width} for g in self.groups}))
+        pq.write_table(self.metrics_table(), self.run_dir / "metrics.parquet")
+        self.fleet.save_local(str(self.run_dir))
+        return self.round
+
+    def close(self) -> None:
+        """Release the fleet."""
+        self.fleet.close()
+
+    def checkpoint(self) -> str:
+        """Atomically write every group's model and strategy state, RNG state, device state and metrics."""
+        files = {}
+        for g in self.groups:
+            files[f"group-{g.gid}"] = arrays_to_table(g.params)
+            files[f"optimizer-{g.gid}"] = arrays_to_table(g.strategy.state())
+            if g.replica is not None:
+                files[f"replica-{g.gid}"] = arrays_to_table(g.replica)
+        files["devices"] = arrays_to_table(self.fleet.export_state())
+        files["metrics"] = self.metrics_table()
+        rng_states = {"select": self.rng.bit_generator.state,
+                      "clocks": {str(g.gid): g.clock.state() for g in self.groups}}
+        return self.store.save(self.round, files, config_hash=config_digest(self.cfg), rng_states=rng_states,
+                               extra={"round": self.round})
+
+    def restore(self, force: bool = False) -> int | None:
+        """Continue from the newest valid checkpoint (falling back past corrupt ones); None when there is none."""
+        ckpt = self.store.load_latest(config_hash=None if force else config_digest(self.cfg), warn=self.log.append)
+        if ckpt is None:
+            return None
+        for g in self.groups:
+            g.params = ckpt.arrays(f"group-{g.gid}")
+            g.strategy.load_state(ckpt.arrays(f"optimizer-{g.gid}"))
+            if g.replica is not None:
+                g.replica = ckpt.arrays(f"replica-{g.gid}")
+            g.clock = clock.SimClock.from_state(ckpt.rng_states["clocks"][str(g.gid)])
+        self.rng.bit_generator.state = ckpt.rng_states["select"]
+        self.fleet.import_state(ckpt.arrays("devices"))
+        self.records = records_from_table(ckpt.table("metrics"))
+        self.round = ckpt.round
+        return self.round

@@ -1,0 +1,141 @@
+"""How the round engine reaches devices: the Fleet interface, and the in-process fleet for tests and notebooks.
+
+The Ray fleet (fedray.horizontal.fleet) implements the same interface with device-host actors; the same seed
+gives bit-identical global weights through both, because every random draw is keyed by (seed, round, device)
+and the engine fuses updates in device order, whatever order they arrive in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
+from fedray.strategies.base import DeviceConfig
+from fedray.tasks.base import Task
+
+Params = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One device host to start: its index, its tier (a plain dict of TierConfig) and the devices it holds."""
+
+    index: int
+    tier: Mapping[str, Any]
+    devices: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainOrder:
+    """One group's training call of a round: its participants by host, the weights they start from."""
+
+    group: int
+    round_: int
+    width: float
+    params: Params
+    config: DeviceConfig
+    by_host: Mapping[int, list[int]]  # host index -> its participating devices, in draw order
+
+
+@dataclass
+class Arrivals:
+    """What came back for one order: results, devices lost to crashes, hosts that crashed, devices unanswered."""
+
+    results: list[DeviceUpdate | DeviceFailure] = field(default_factory=list)
+    lost: int = 0
+    crashed: set[int] = field(default_factory=set)
+    unanswered: int = 0
+
+
+class Fleet:
+    """The engine's view of the device hosts."""
+
+    def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
+        """Start the hosts and return what each reports."""
+        raise NotImplementedError
+
+    def launch(self, order: TrainOrder) -> Any:
+        """Start a group's local training (asynchronously where the fleet can); returns a handle for collect."""
+        raise NotImplementedError
+
+    def collect(self, handle: Any, timeout_s: float) -> Arrivals:
+        """Wait (up to timeout_s) for what a launched order returns."""
+        raise NotImplementedError
+
+    def recover(self, host: int, timeout_s: float) -> bool:
+        """Wait until a crashed host answers again; False if it never does (it leaves the federation)."""
+        raise NotImplementedError
+
+    def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Params],
+                 widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:
+        """Metrics of the listed devices ((devices, groups) per host) under their groups' models."""
+        raise NotImplementedError
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """Every device's persistent state, for a checkpoint."""
+        raise NotImplementedError
+
+    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Give every host its devices' state from a checkpoint."""
+        raise NotImplementedError
+
+    def save_local(self, run_dir: str) -> None:
+        """Each host writes its devices' private state under RUN_DIR/devices/ (device-side files)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the fleet holds (actors, placement groups)."""
+
+
+class InProcessFleet(Fleet):
+    """Every host's devices in this process, trained one after another when collected: no Ray, no timeouts."""
+
+    def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str):
+        self.cfg, self.task, self.data, self.run_dir = cfg, task, data, run_dir
+        self.hosts: list[Devices] = []
+
+    def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
+        self.hosts = [Devices(self.cfg, self.task, self.data, p.devices, p.tier, p.index) for p in plans]
+        return [h.report() for h in self.hosts]
+
+    def launch(self, order: TrainOrder) -> TrainOrder:
+        return order
+
+    def collect(self, handle: TrainOrder, timeout_s: float) -> Arrivals:
+        out = Arrivals()
+        for host, devices in sorted(handle.by_host.items()):
+            for device in devices:
+                try:
+                    out.results.append(self.hosts[host].train(device, handle.params, handle.width, handle.round_,
+                                                              handle.config))
+                except Exception as e:  # one device's failure is counted, the round goes on
+                    out.results.append(DeviceFailure(device, f"{type(e).__name__}: {e}"))
+        return out
+
+    def recover(self, host: int, timeout_s: float) -> bool:
+        return True
+
+    def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Params],
+                 widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:
+        out: list[DeviceEvaluation] = []
+        for host, (devices, groups) in sorted(by_host.items()):
+            out += self.hosts[host].evaluate(devices, groups, params, widths, round_)
+        return out
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return {k: v for h in self.hosts for k, v in h.export_state().items()}
+
+    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        for h in self.hosts:
+            h.import_state(arrays)
+
+    def save_local(self, run_dir: str) -> None:
+        from fedray.engine.device_files import write_device_state
+
+        for index, h in enumerate(self.hosts):
+            write_device_state(run_dir, index, h)
+
+
+FleetFactory = Callable[[Mapping[str, Any], Task, Sequence[Any], str], Fleet]

@@ -1,0 +1,127 @@
+"""The Ray fleet: device-host actors on their tiers' nodes, reached by the round engine through the Fleet interface.
+
+One `ray.put` of a group's weights per round; one streaming training call per host; results through the
+object store; a deadline on every wait; crashed hosts restarted by Ray and awaited before the next round.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import ray
+
+from fedray import placement
+from fedray.engine.devices import DeviceEvaluation, HostReport
+from fedray.engine.fleet import Arrivals, Fleet, HostPlan, TrainOrder
+from fedray.horizontal.host import DeviceHost
+from fedray.runtime import TIER_REQUEST, check_tiers, tier_resource
+from fedray.tasks.base import Task
+
+
+def gather(calls: list[tuple[int, list[int], Any]], timeout_s: float) -> Arrivals:
+    """Drain the hosts' result streams until they end or time out.
+
+    A host whose stream breaks loses the devices it had not answered for (a dead host is reported, to be
+    restarted); streams still running at the deadline are cancelled and their devices counted as unanswered.
+    """
+    deadline = time.monotonic() + timeout_s
+    left = {gen: (host, len(devices)) for host, devices, gen in calls}
+    out = Arrivals()
+    while left:
+        ready, _ = ray.wait(list(left), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        gen = ready[0]
+        host, n = left.pop(gen)
+        try:
+            out.results.append(ray.get(next(gen)))
+        except StopIteration:
+            out.lost += n  # a stream that ended before its devices did (only a misbehaving host does that)
+            continue
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as e:
+            out.lost += n
+            if isinstance(e, ray.exceptions.RayActorError):
+                out.crashed.add(host)
+            continue
+        left[gen] = (host, n - 1)
+    for gen in left:
+        ray.cancel(gen)
+    out.unanswered = sum(n for _, n in left.values())
+    return out
+
+
+class RayFleet(Fleet):
+    """DeviceHost actors, each asking for its tier's resource, optionally in a placement group per tier."""
+
+    def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.hosts: list[Any] = []
+
+    def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
+        rt = self.cfg["runtime"]
+        by_tier: dict[str, list[HostPlan]] = {}
+        for p in plans:
+            by_tier.setdefault(p.tier["name"], []).append(p)
+        # Fail now, naming the resource, rather than leave device hosts pending forever on a cluster that cannot hold them.
+        check_tiers([t["name"] for t in self.cfg["tiers"]],
+                    {name: len(ps) * rt["actor_cpus"] for name, ps in by_tier.items()}, rt["driver_cpus"])
+        handles: dict[int, Any] = {}
+        for name, tier_plans in by_tier.items():
+            pg = (placement.reserve(self.run_dir, name, len(tier_plans), rt["actor_cpus"], rt["placement"],
+                                    rt["placement_timeout_s"]) if rt["placement"] != "default" else None)
+            for i, p in enumerate(tier_plans):
+                handles[p.index] = DeviceHost.options(
+                    num_cpus=rt["actor_cpus"], resources={tier_resource(name): TIER_REQUEST},
+                    max_restarts=rt["max_restarts"], max_task_retries=0,
+                    scheduling_strategy=placement.host_strategy(pg, i) if pg else None,
+                ).remote(dict(self.cfg), p.devices.tolist(), dict(p.tier), p.index, self.run_dir)
+        self.hosts = [handles[i] for i in range(len(plans))]
+        return ray.get([h.report.remote() for h in self.hosts], timeout=rt["round_timeout_s"])
+
+    def launch(self, order: TrainOrder) -> list[tuple[int, list[int], Any]]:
+        ref = ray.put(dict(order.params))  # one broadcast object per group; hosts receive the ObjectRef
+        return [(host, devices, self.hosts[host].train.options(num_returns="streaming").remote(
+            devices, ref, order.width, order.round_, order.config)) for host, devices in sorted(order.by_host.items())]
+
+    def collect(self, handle: list[tuple[int, list[int], Any]], timeout_s: float) -> Arrivals:
+        return gather(handle, timeout_s)
+
+    def recover(self, host: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ray.get(self.hosts[host].ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return True
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.25)
+
+    def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Any],
+                 widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:
+        refs = {g: ray.put(dict(p)) for g, p in params.items()}
+        calls = [self.hosts[h].evaluate.remote(refs, dict(widths), devices, groups, round_)
+                 for h, (devices, groups) in sorted(by_host.items())]
+        out: list[DeviceEvaluation] = []
+        for call in calls:  # a host that crashed meanwhile just has no score this time
+            try:
+                out += ray.get(call, timeout=timeout_s)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                pass
+        return out
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return {k: v for s in ray.get([h.export_state.remote() for h in self.hosts]) for k, v in s.items()}
+
+    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        ref = ray.put(dict(arrays))
+        ray.get([h.import_state.remote(ref) for h in self.hosts])
+
+    def save_local(self, run_dir: str) -> None:
+        ray.get([h.save_local.remote(run_dir) for h in self.hosts])
+
+    def close(self) -> None:
+        for h in self.hosts:
+            ray.kill(h)
+        self.hosts = []

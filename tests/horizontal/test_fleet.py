@@ -1,0 +1,60 @@
+"""The Ray fleet against real DeviceHost actors: streaming results, crashes, deadlines."""
+import pytest
+
+from fedray.config import load_config, to_plain
+from fedray.engine.devices import DeviceFailure, DeviceUpdate
+from fedray.horizontal.fleet import gather
+from fedray.horizontal.host import DeviceHost
+from fedray.strategies.base import DeviceConfig
+from fedray.tasks import build_task, check_model
+
+BASE = ["data.synthetic.n_users=20", "data.synthetic.n_items=60", "data.eval_negatives=9", "model.dim=8"]
+
+
+def host_and_params(tmp_path, overrides: list[str]):
+    """One real host of all 20 devices, and the task's initial weights in the object store."""
+    import ray
+
+    from fedray.engine.engine import initial_params
+
+    cfg = load_config(None, [*BASE, *overrides])
+    plain = to_plain(cfg)
+    task = build_task(plain["task"])
+    task.load(cfg.seed)
+    host = DeviceHost.options(num_cpus=0.1).remote(plain, list(range(20)), dict(cfg.tiers[0]), 0, str(tmp_path))
+    return host, ray.put(initial_params(task, check_model(task), cfg.seed, 0, 1.0))
+
+
+def launch(host, params, devices):
+    return [(0, devices, host.train.options(num_returns="streaming").remote(devices, params, 1.0, 0, DeviceConfig()))]
+
+
+@pytest.mark.ray
+def test_train_streams_each_device_and_a_failing_device_does_not_stop_the_others(ray_local, tmp_path):
+    import ray
+
+    host, params = host_and_params(tmp_path, [])
+    out = gather(launch(host, params, [3, 17, 0]), 120.0).results
+    assert [o.device for o in out] == [3, 17, 0]  # one result per device, in the order asked
+    assert isinstance(out[0], DeviceUpdate) and isinstance(out[2], DeviceUpdate) and out[0].samples > 0
+    # a device the host does not hold fails alone:
+    bad = gather(launch(host, params, [25]), 60.0).results
+    assert isinstance(bad[0], DeviceFailure) and "25" in bad[0].error
+    ray.kill(host)
+
+
+@pytest.mark.ray
+def test_gather_counts_a_dead_hosts_devices_as_lost(ray_local, tmp_path):
+    host, params = host_and_params(tmp_path, ["faults.crash=1.0"])  # the first device kills the host
+    out = gather(launch(host, params, [1, 2, 4]), 60.0)
+    assert (out.results, out.lost, out.crashed, out.unanswered) == ([], 3, {0}, 0)
+
+
+@pytest.mark.ray
+def test_gather_gives_up_at_the_deadline_and_counts_the_rest_unanswered(ray_local, tmp_path):
+    import ray
+
+    host, params = host_and_params(tmp_path, ["train.local_steps=1000000"])  # minutes of training per device
+    out = gather(launch(host, params, [5, 6]), 1.0)
+    assert (out.results, out.lost, out.crashed, out.unanswered) == ([], 0, set(), 2)
+    ray.kill(host)
