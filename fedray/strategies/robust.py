@@ -18,8 +18,13 @@ GRAM_BLOCK = 1 << 16  # columns per block of Krum's float64 Gram matrix (n x 64 
 def stack(params: Mapping[str, np.ndarray], updates: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
     """The updates as an (n, P) float32 matrix, tensors flattened and concatenated in the order of params."""
     check_updates(params, updates)
-    return np.stack([np.concatenate([np.ravel(update[name]) for name in params]) for update in updates]).astype(
-        np.float32, copy=False)
+    sizes = [int(np.size(p)) for p in params.values()]
+    starts = np.cumsum([0] + sizes)
+    matrix = np.empty((len(updates), starts[-1]), np.float32)
+    for row, update in zip(matrix, updates):  # a loop over updates and tensors, each copied once into place
+        for name, start, end in zip(params, starts[:-1], starts[1:]):
+            row[start:end] = np.ravel(update[name])
+    return matrix
 
 
 def unstack(params: Mapping[str, np.ndarray], flat: np.ndarray) -> Params:
