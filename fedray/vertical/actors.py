@@ -13,6 +13,7 @@ from typing import Any, Optional
 import ray
 
 from fedray.vertical.protocol import BUSINESS, BusinessCore, Message, ProviderCore, Settings, Trainer
+from fedray.vertical.scoring import ScoringBusiness, ScoringProvider
 
 
 @ray.remote
@@ -96,3 +97,13 @@ class VerticalDriver:
     def context_is_private(self) -> Optional[bool]:
         ctx = self.trainer.agg.ctx
         return None if ctx is None else ctx.is_private()
+
+
+@ray.remote
+class ScoringBusinessParty(ScoringBusiness):
+    """The business party for joint scoring: reads its own model and new file where it runs."""
+
+
+@ray.remote
+class ScoringProviderParty(ScoringProvider):
+    """A provider for joint scoring: reads its own model and new file where it runs."""

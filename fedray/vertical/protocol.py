@@ -174,7 +174,60 @@ class _Party:
         return LocalOptimizer(dim, self.s.optimizer, self.s.lr, self.s.l2, self.s.momentum)
 
 
-class BusinessCore(_Party):
+class BusinessAlignment:
+    """The business party's PSI steps over its own deduplicated ids ``_ids``; sets ``_aligned``."""
+
+    _ids: np.ndarray
+    _dup_error: Optional[PSIError]
+    min_ids: int
+
+    def psi_start(self) -> list[bytes]:
+        if self._dup_error:
+            raise self._dup_error
+        self._psi = BusinessPSI(list(self._ids))
+        return self._psi.single
+
+    def psi_receive(self, provider: str, their_single: Sequence[bytes]) -> None:
+        self._psi.receive(provider, their_single)
+
+    def psi_match(self, provider: str, double_of_mine: Sequence[bytes]) -> int:
+        return self._psi.match(provider, double_of_mine)
+
+    def psi_finish(self) -> dict[str, np.ndarray]:
+        """Fix the common order; each provider's aligned row positions (this party keeps its own)."""
+        mine, theirs = self._psi.finish(self.min_ids)
+        self._aligned = mine
+        self._psi = None
+        return theirs
+
+
+class ProviderAlignment:
+    """A provider's PSI steps over its own deduplicated ids ``_ids``; sets ``_aligned``."""
+
+    name: str
+    _ids: np.ndarray
+    _dup_error: Optional[PSIError]
+    _psi: Optional[ProviderPSI]
+
+    def psi_start(self) -> list[bytes]:
+        if self._dup_error:
+            raise self._dup_error
+        return self._psi.single()
+
+    def psi_reblind(self, points: Sequence[bytes]) -> list[bytes]:
+        return self._psi.reblind(points)
+
+    def psi_align(self, positions: np.ndarray) -> int:
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= len(self._ids)
+                               or len(np.unique(positions)) != len(positions)):
+            raise PSIError(f"{self.name}: invalid alignment positions")
+        self._aligned = positions
+        self._psi = None
+        return len(positions)
+
+
+class BusinessCore(_Party, BusinessAlignment):
     """The label holder. Keeps the secret key; sees Σu_p in the clear (documented leakage)."""
 
     def __init__(self, table: PartyTable, settings: Settings) -> None:
@@ -189,6 +242,7 @@ class BusinessCore(_Party):
         self._X0, self._y0 = table.features[keep], table.labels[keep]
         self.names = table.feature_names
         self._psi: Optional[BusinessPSI] = None
+        self.min_ids = settings.min_intersection
         self.X = self._X0  # until aligned
         self.y = self._y0
         self.ctx = None
@@ -198,25 +252,6 @@ class BusinessCore(_Party):
     def from_file(cls, path: str, settings: Settings) -> "BusinessCore":
         kind = "binary" if settings.model == "logistic" else "real"
         return cls(read_party(path, settings.id_column, settings.label_column, kind, settings.missing), settings)
-
-    # -- PSI --------------------------------------------------------------------------------
-    def psi_start(self) -> list[bytes]:
-        if self._dup_error:
-            raise self._dup_error
-        self._psi = BusinessPSI(list(self._ids))
-        return self._psi.single
-
-    def psi_receive(self, provider: str, their_single: Sequence[bytes]) -> None:
-        self._psi.receive(provider, their_single)
-
-    def psi_match(self, provider: str, double_of_mine: Sequence[bytes]) -> int:
-        return self._psi.match(provider, double_of_mine)
-
-    def psi_finish(self) -> dict[str, np.ndarray]:
-        mine, theirs = self._psi.finish(self.s.min_intersection)
-        self._aligned = mine
-        self._psi = None
-        return theirs
 
     def prepare(self) -> tuple[int, int]:
         """Own split, fill and scaling of the aligned rows; (training rows, validation rows)."""
@@ -308,7 +343,7 @@ class BusinessCore(_Party):
         return _write_table(path, model_table(codes, [*self.names, INTERCEPT_NAME], weights, prep))
 
 
-class ProviderCore(_Party):
+class ProviderCore(_Party, ProviderAlignment):
     """A data provider: its own features and weights; computes masked encrypted gradients.
 
     ``shard=(k, W)``: this core holds only the k-th of W contiguous column blocks of the party's
@@ -337,23 +372,6 @@ class ProviderCore(_Party):
     @classmethod
     def from_file(cls, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> "ProviderCore":
         return cls(name, read_party(path, settings.id_column, None, missing=settings.missing), settings, shard)
-
-    def psi_start(self) -> list[bytes]:
-        if self._dup_error:
-            raise self._dup_error
-        return self._psi.single()
-
-    def psi_reblind(self, points: Sequence[bytes]) -> list[bytes]:
-        return self._psi.reblind(points)
-
-    def psi_align(self, positions: np.ndarray) -> int:
-        positions = np.asarray(positions, dtype=np.int64)
-        if positions.size and (positions.min() < 0 or positions.max() >= len(self._ids)
-                               or len(np.unique(positions)) != len(positions)):
-            raise PSIError(f"{self.name}: invalid alignment positions")
-        self._aligned = positions
-        self._psi = None
-        return len(positions)
 
     def prepare(self) -> tuple[int, int]:
         """Own split, fill and scaling of the aligned rows; (training rows, validation rows)."""
@@ -452,6 +470,21 @@ class LocalTransport:
         return list(handles)
 
 
+def align(t: Transport, groups: dict[str, list[str]]) -> tuple[int, list[int]]:
+    """PSI between the business party and every provider through the driver; every worker of a
+    provider gets its aligned row positions. Returns (intersection size, pairwise sizes)."""
+    P = list(groups)
+    # both sides blind their own ids at once, then each blinds the other's points at once
+    own = {p: t.call(groups[p][0], "psi_start") for p in P}
+    A = t.call(BUSINESS, "psi_start")
+    received = [t.call(BUSINESS, "psi_receive", p, own[p]) for p in P]
+    reblinded = {p: t.call(groups[p][0], "psi_reblind", A) for p in P}
+    pair_sizes = t.get(received + [t.call(BUSINESS, "psi_match", p, reblinded[p]) for p in P])[len(P):]
+    positions = t.get([t.call(BUSINESS, "psi_finish")])[0]
+    sizes = t.get([t.call(k, "psi_align", positions[p]) for p in P for k in groups[p]])
+    return int(sizes[0]), [int(s) for s in pair_sizes]
+
+
 class Trainer:
     """The driver's side of the protocol, independent of how parties are reached."""
 
@@ -479,15 +512,7 @@ class Trainer:
         for w in warnings:
             self.log(f"warning: {w}")
         start = time.perf_counter()
-        # both sides blind their own ids at once, then each blinds the other's points at once
-        own = {p: t.call(G[p][0], "psi_start") for p in P}
-        A = t.call(BUSINESS, "psi_start")
-        received = [t.call(BUSINESS, "psi_receive", p, own[p]) for p in P]
-        reblinded = {p: t.call(G[p][0], "psi_reblind", A) for p in P}
-        pair_sizes = t.get(received + [t.call(BUSINESS, "psi_match", p, reblinded[p]) for p in P])[len(P):]
-        positions = t.get([t.call(BUSINESS, "psi_finish")])[0]
-        sizes = t.get([t.call(k, "psi_align", positions[p]) for p in P for k in G[p]])
-        intersection = int(sizes[0])
+        intersection, pair_sizes = align(t, G)
         psi_s = time.perf_counter() - start
         self.log(f"PSI: {intersection} common ids ({psi_s:.1f} s)")
         splits = {tuple(x) for x in t.get([t.call(k, "prepare") for k in [BUSINESS] + self.providers])}

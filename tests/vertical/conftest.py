@@ -4,7 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+
+from fedray.data.vertical import read_party
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vertical"
 
@@ -90,3 +93,26 @@ def audit(messages, raw_columns: list[np.ndarray], public_ctx_bytes: bytes, n_ro
 @pytest.fixture
 def auditor():
     return audit
+
+
+def _pooled_predictions(run_parties, files: dict[str, str], missing: str) -> dict[str, float]:
+    """The trained model applied to the pooled new rows, computed here from the model files alone."""
+    tables = {p: read_party(f, missing=missing) for p, f in files.items()}
+    common = set.intersection(*(set(t.ids) for t in tables.values()))
+    z = {i: 0.0 for i in common}
+    for party, t in tables.items():
+        m = pq.read_table(run_parties[party]).to_pydict()
+        pos = {i: k for k, i in enumerate(t.ids)}
+        rows = [pos[i] for i in sorted(common)]
+        for code, name, w, fill, center, scale in zip(*(m[c] for c in ("code", "name", "weight", "fill", "center", "scale"))):
+            x = np.zeros(len(rows)) if code == -1 else t.features[rows, t.feature_names.index(name)]
+            x = np.where(np.isnan(x), fill, x)
+            contribution = w * (np.ones(len(rows)) if code == -1 else (x - center) / scale)
+            for i, c in zip(sorted(common), contribution):
+                z[i] += c
+    return {i: 1 / (1 + np.exp(-v)) for i, v in z.items()}
+
+
+@pytest.fixture
+def pooled_predictions():
+    return _pooled_predictions
