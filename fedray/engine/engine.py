@@ -356,7 +356,7 @@ class RoundEngine:
         updates, weights, losses, clipped = decode_accepted(
             [ok.updates[i] for i in accepted], names, [g.params[k_].shape for k_ in names], cfg.compression.method,
             t.clip_update_norm, ok.reasons)
-        applied = len(updates) >= t.min_updates
+        applied = len(updates) >= max(t.min_updates, g.strategy.required_updates())
         if applied:
             g.params = g.strategy.aggregate(round_, g.params, updates, weights)
         sim_round = clock.round_time(times[accepted])
