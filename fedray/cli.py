@@ -1,4 +1,4 @@
-"""`fedray run | resume | recommend | submit | status | logs | stop`: the command line over config, runtime and the jobs."""
+"""`fedray run | resume | recommend | predict | submit | status | logs | stop`: the command line over config, runtime and the jobs."""
 from __future__ import annotations
 
 import argparse
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--json", action="store_true")
     rec.set_defaults(func=cmd_recommend)
+    from fedray.vertical.predict import add_predict_parser
+
+    add_predict_parser(sub)  # predict: joint scoring of new customers with a vertical run's model
     from fedray.jobs import add_commands
 
     add_commands(sub)  # submit | status | logs | stop: jobs on a Ray cluster (fedray/jobs.py)
