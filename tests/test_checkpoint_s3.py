@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import boto3
 import moto.server as moto_server
@@ -287,3 +290,74 @@ def test_endpoint_from_the_environment(s3, monkeypatch):
     _save(store, 7)
     assert f"{s3.prefix}/ckpt-00000007/manifest.json" in s3.keys()
     _assert_model(store.load_latest(config_hash=H), 7)
+
+
+# ---------------------------------------------------------------------------- a horizontal run on S3
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
+       "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
+       "runtime.devices_per_actor=20", "checkpoint.every=2", "checkpoint.keep=3"]
+
+
+def _final_state(run: Path) -> dict[str, bytes]:
+    """Every global model and device file of a finished run, array by array, as dtype, shape and raw bytes."""
+    out = {}
+    for path in sorted([*(run / "models").glob("*.parquet"), *(run / "devices").glob("*.parquet")]):
+        for name, array in table_to_arrays(pq.read_table(path)).items():
+            out[f"{path.parent.name}/{path.name}/{name}"] = (array.dtype.str, array.shape, array.tobytes())
+    return out
+
+
+def _metrics(run: Path) -> list[dict]:
+    """metrics.parquet without its wall-clock column (the one thing a resume may change); NaN as a string, to compare."""
+    rows = pq.read_table(run / "metrics.parquet").to_pylist()
+    return [{k: "nan" if v != v else v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
+def _kill_everything_under(ray_tmp: Path) -> None:
+    """SIGKILL what is left of a killed run's own Ray: every process whose command line names its temp dir."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(ray_tmp) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+@pytest.mark.ray
+def test_horizontal_run_killed_and_resumed_on_s3_is_bit_exact(own_cluster, s3, tmp_path):
+    """`fedray run checkpoint.uri=s3://...` SIGKILLed after a checkpoint, then `fedray resume`: same as never killed."""
+    fedray = [str(Path(sys.executable).parent / "fedray")]
+    ray_tmp = Path(tempfile.mkdtemp(prefix="frs3-", dir="/tmp"))  # Ray's socket paths must stay short
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_TMPDIR": str(ray_tmp)}
+    try:
+        reference = tmp_path / "reference"
+        subprocess.run([*fedray, "run", *JOB, f"run_dir={reference}"], env=env, check=True, capture_output=True,
+                       timeout=600)
+        run = tmp_path / "run"
+        proc = subprocess.Popen([*fedray, "run", *JOB, f"run_dir={run}", f"checkpoint.uri={s3.uri}"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and f"{s3.prefix}/ckpt-00000004/manifest.json" not in s3.keys():
+            assert proc.poll() is None, "the run ended before its checkpoint of round 4 reached the bucket"
+            time.sleep(0.1)
+        time.sleep(0.3)  # somewhere inside a later round
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _kill_everything_under(ray_tmp)
+        assert not (run / "models").exists(), "the run finished before it was killed"
+        assert not (run / "checkpoints").exists(), "checkpoints went to the local disk, not to the bucket"
+        newest = CheckpointStore(s3.uri).load_latest().round
+        assert newest >= 4
+        resumed = subprocess.run([*fedray, "resume", str(run)], env=env, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert f"resumed from the checkpoint of round {newest}" in resumed.stdout, resumed.stdout
+        assert _final_state(run) == _final_state(reference)
+        assert _metrics(run) == _metrics(reference)
+        assert [row["round"] for row in _metrics(run)] == list(range(9))
+        assert CheckpointStore(s3.uri).list() == [6, 8, 9]  # every 2 rounds and the last, keep=3
+    finally:
+        _kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
