@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 # Largest total coefficient-modulus size SEAL allows at 128-bit security, per ring degree.
 MAX_COEFF_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
-MODELS = ("logistic", "linear")
+MODELS = ("logistic", "linear", "secureboost")
 DUPLICATES = ("error", "keep_first")
 OPTIMIZERS = ("sgd", "nesterov", "adam")
 MISSING = ("error", "zero", "mean", "median")
@@ -34,13 +34,24 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class BoostConfig:
+    trees: int = 20  # boosting rounds (one tree each)
+    depth: int = 4  # levels of splits per tree
+    learning_rate: float = 0.3  # shrinkage of each tree's leaf values
+    bins: int = 32  # quantile bins per feature, fitted by the party owning it (plus one for missing cells)
+    min_child_weight: float = 1.0  # least sum of hessians in a child
+    l2: float = 1.0  # lambda: L2 on leaf values
+    subsample: float = 1.0  # fraction of training rows each tree sees (drawn by the business party)
+
+
+@dataclass
 class VerticalConfig:
     business_path: Optional[str] = None  # CSV (FATE guest layout id,y,x0..) or Parquet
     provider_paths: list[str] = field(default_factory=list)  # CSV (FATE host layout id,x0..) or Parquet
     provider_names: list[str] = field(default_factory=list)  # default provider0, provider1, ...
     id_column: str = "id"
     label_column: str = "y"
-    model: str = "logistic"  # logistic (sigmoid + BCE) | linear (MSE)
+    model: str = "logistic"  # logistic (sigmoid + BCE) | linear (MSE) | secureboost (trees, binary labels)
     iterations: int = 30  # M: passes over the aligned training rows (epochs)
     optimizer: str = "nesterov"  # sgd (heavy-ball momentum) | nesterov | adam; each party steps its own weights
     lr: float = 1.0
@@ -52,6 +63,7 @@ class VerticalConfig:
     validation_fraction: float = 0.2  # aligned ids held out by a seeded hash of the id; 0: none
     validation_seed: int = 0  # seed of that hash
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    boost: BoostConfig = field(default_factory=BoostConfig)  # used by model=secureboost
     fit_intercept: bool = True  # the business party holds the intercept
     duplicates: str = "error"  # duplicate ids in a party's file: error | keep_first (warns with counts)
     min_intersection: int = 10  # fewer aligned ids than this is an error
@@ -100,6 +112,23 @@ def validate_vertical(cfg: Any) -> list[str]:
         err("early_stopping.patience", patience, "needs validation rows (vertical.validation_fraction > 0)")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
         err("early_stopping.tolerance", tolerance, "must be >= 0")
+    boost = _get(cfg, "boost")
+    if boost is None:
+        err("boost", None, "missing section")
+    else:
+        for key, lo, hi in (("trees", 1, 10_000), ("depth", 1, 16), ("bins", 2, 255)):
+            value = _get(boost, key)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                err(f"boost.{key}", value, f"must be an integer in {lo}..{hi}")
+        for key, lo, hi, what in (("learning_rate", 0.0, None, "> 0"), ("subsample", 0.0, 1.0, "in (0, 1]")):
+            value = _get(boost, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > lo \
+                    or (hi is not None and value > hi):
+                err(f"boost.{key}", value, f"must be {what}")
+        for key in ("min_child_weight", "l2"):
+            value = _get(boost, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                err(f"boost.{key}", value, "must be >= 0")
     dup = _get(cfg, "duplicates")
     if dup not in DUPLICATES:
         err("duplicates", dup, f"allowed values are {', '.join(DUPLICATES)}")

@@ -49,6 +49,26 @@ BUSINESS = "business"
 
 
 @dataclass(frozen=True)
+class BoostParams:
+    """SecureBoost's tree parameters (``vertical.boost``)."""
+
+    trees: int = 20
+    depth: int = 4
+    learning_rate: float = 0.3
+    bins: int = 32
+    min_child_weight: float = 1.0
+    l2: float = 1.0
+    subsample: float = 1.0
+
+    @classmethod
+    def from_config(cls, b: Any) -> "BoostParams":
+        if b is None:
+            return cls()
+        return cls(int(_get(b, "trees")), int(_get(b, "depth")), float(_get(b, "learning_rate")), int(_get(b, "bins")),
+                   float(_get(b, "min_child_weight")), float(_get(b, "l2")), float(_get(b, "subsample")))
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the parties and the driver need from the ``vertical`` config, as plain values."""
 
@@ -70,6 +90,7 @@ class Settings:
     id_column: str = "id"
     label_column: str = "y"
     ckks: ckks.CKKSParams = field(default_factory=ckks.CKKSParams)
+    boost: BoostParams = field(default_factory=BoostParams)
 
     @classmethod
     def from_config(cls, v: Any) -> "Settings":
@@ -83,7 +104,8 @@ class Settings:
                    batch_size=int(_get(v, "batch_size")), duplicates=str(_get(v, "duplicates")),
                    min_intersection=int(_get(v, "min_intersection")), id_column=str(_get(v, "id_column")),
                    label_column=str(_get(v, "label_column")),
-                   ckks=ckks.CKKSParams.from_config(_get(v, "ckks")))
+                   ckks=ckks.CKKSParams.from_config(_get(v, "ckks")),
+                   boost=BoostParams.from_config(_get(v, "boost")))
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:

@@ -73,3 +73,33 @@ def test_random_mask_range():
     r = ckks.random_mask(100_000, 30)
     assert r.min() >= -(2.0 ** 30) and r.max() < 2.0 ** 30
     assert r.std() > 2.0 ** 29  # uniform: std = 2^30 / sqrt(3)
+
+
+@pytest.mark.parametrize("m, f, bins", [(70, 3, 8), (900, 2, 16), (5000, 1, 4)])
+def test_masked_histograms_decrypt_to_bin_sums_and_nothing_finer(keys, m, f, bins):
+    """Segment sums are the exact bin sums (to CKKS precision); single slots stay masked. Catches a wrong
+    one-hot column, a block misplaced in the tiling, or masks that do not cancel per segment."""
+    from fedray.vertical.boost import histograms
+
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    rng = np.random.default_rng(m)
+    codes = rng.integers(0, bins + 1, (m, f)).astype(np.int16)
+    g = rng.uniform(-1, 1, m)
+    layout = ckks.BlockLayout.choose(m, params.slots, f * (bins + 1))
+    enc = [ts.ckks_vector(secret, v).serialize() for v in layout.residual_plain(g)]
+    out = ckks.masked_histograms(pub, enc, codes, bins, layout, params.mask_bits,
+                                 2.0 ** (2 * params.global_scale_bits))
+    assert len(out) == layout.outputs(f * (bins + 1)) and len(enc) == layout.blocks
+    sums = ckks.unmask_sums(secret, out, layout, params.plausible_bound)[: f * (bins + 1)].reshape(f, bins + 1)
+    G, _ = histograms(codes, g, g, bins)
+    assert np.abs(sums - G).max() < 1e-3
+    slots = np.asarray(ts.ckks_vector_from(secret, out[0]).decrypt(), dtype=float)
+    assert np.median(np.abs(slots[: layout.segment])) > 2.0 ** 20  # each slot is masked
+
+
+def test_zero_sum_mask_cancels_per_segment_exactly():
+    layout = ckks.BlockLayout(m=300, slots=4096, segment=256)
+    mask = ckks.zero_sum_mask(layout, 30)
+    assert np.all(layout.segment_sums(mask) == 0.0) and np.all(mask[layout.pack * layout.segment:] == 0.0)
+    assert np.abs(mask).max() < 2.0 ** 31 and np.abs(mask).min() >= 0 and np.std(mask) > 2.0 ** 28
