@@ -13,7 +13,7 @@ the partition.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -101,18 +101,23 @@ def size(n_rows: int, n_devices: int, rng: np.random.Generator, sigma: float = 1
 
 
 # method -> the keyword parameters it takes beyond the data and the generator
-_PARAMS = {"iid": (), "dirichlet": ("alpha", "min_rows"), "natural": (), "size": ("sigma",)}
+PARAMETERS = {"iid": (), "dirichlet": ("alpha", "min_rows"), "natural": (), "size": ("sigma",)}
+
+
+def check_method(method: str, params: Mapping[str, Any]) -> None:
+    """Fail, naming what is allowed, on an unknown method or a parameter the method does not take."""
+    if method not in METHODS:
+        raise ValueError(f"partition method {method!r} is unknown; allowed methods are {', '.join(METHODS)}")
+    unknown = sorted(set(params) - set(PARAMETERS[method]))
+    if unknown:
+        allowed = ", ".join(PARAMETERS[method]) or "none"
+        raise ValueError(f"partition {method!r} takes no parameter {', '.join(unknown)} (its parameters: {allowed})")
 
 
 def partition(method: str, *, n_devices: int | None, rng: np.random.Generator, n_rows: int | None = None,
               labels: np.ndarray | None = None, ids: np.ndarray | None = None, **params: Any) -> list[np.ndarray]:
     """Dispatch to a partitioner by name; `labels` feed dirichlet, `ids` feed natural, params the method's own knobs."""
-    if method not in METHODS:
-        raise ValueError(f"partition method {method!r} is unknown; allowed methods are {', '.join(METHODS)}")
-    unknown = sorted(set(params) - set(_PARAMS[method]))
-    if unknown:
-        allowed = ", ".join(_PARAMS[method]) or "none"
-        raise ValueError(f"partition {method!r} takes no parameter {', '.join(unknown)} (its parameters: {allowed})")
+    check_method(method, params)
     if method == "natural":
         if ids is None:
             raise ValueError("partition 'natural' needs an id column to group rows by")
