@@ -46,9 +46,11 @@ class SmallCNN(nn.Module):
 class DigitsCNNTask(PartitionedTask):
     """Digits over devices (default: 50, Dirichlet(0.5) label skew); channel counts and hidden size scale with width."""
 
-    def __init__(self, devices: int = 50, partition: str = "dirichlet", alpha: float | None = 0.5,
+    def __init__(self, devices: int = 50, partition: str = "dirichlet", alpha: float | None = None,
                  channels: Sequence[int] = (16, 32), hidden: int = 64, **kwargs) -> None:
-        super().__init__(devices=devices, partition=partition, alpha=alpha if partition == "dirichlet" else None, **kwargs)
+        if partition == "dirichlet" and alpha is None:
+            alpha = 0.5
+        super().__init__(devices=devices, partition=partition, alpha=alpha, **kwargs)
         if len(channels) != 2 or any(not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"task.channels must be two positive integers, got {channels!r}")
         if not isinstance(hidden, int) or hidden < 1:
