@@ -96,3 +96,14 @@ def test_parquet_missing_value_names_the_row(tmp_path):
     pq.write_table(pa.table({"id": [1, 2, 3], "v": [1.0, None, 2.0]}), tmp_path / "t.parquet")
     with pytest.raises(DataError, match=r"t.parquet: row 2: column 'v': missing value"):
         load_table(tmp_path / "t.parquet")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=2, max_size=2),
+                min_size=1, max_size=20))
+def test_csv_numbers_read_back_exactly(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_text("id,a,b\n" + "".join(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(rows)))
+    ids, names, matrix = load_table(path)
+    assert names == ["a", "b"] and list(ids) == [str(i) for i in range(len(rows))]
+    assert np.array_equal(matrix, np.array(rows, dtype=np.float64).reshape(-1, 2))
