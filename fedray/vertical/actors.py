@@ -14,6 +14,7 @@ import ray
 
 from fedray.vertical.protocol import BUSINESS, BusinessCore, Message, ProviderCore, Settings, Trainer
 from fedray.vertical.scoring import ScoringBusiness, ScoringProvider
+from fedray.vertical.secureboost import BoostBusiness, BoostProvider, BoostTrainer
 
 
 @ray.remote
@@ -69,7 +70,10 @@ class VerticalDriver:
             handles.update(zip(keys, workers))
             groups[party] = keys
         self.transport = RayTransport(handles, record)
-        self.trainer = Trainer(self.transport, groups, settings, seed)
+        if settings.model == "secureboost":
+            self.trainer = BoostTrainer(self.transport, groups, settings)
+        else:
+            self.trainer = Trainer(self.transport, groups, settings, seed)
 
     def setup(self) -> dict:
         return self.trainer.setup()
@@ -95,8 +99,9 @@ class VerticalDriver:
         return self.transport.messages
 
     def context_is_private(self) -> Optional[bool]:
-        ctx = self.trainer.agg.ctx
-        return None if ctx is None else ctx.is_private()
+        """Whether the driver's CKKS context holds a secret key (None: it loaded none, as in SecureBoost)."""
+        agg = getattr(self.trainer, "agg", None)
+        return None if agg is None or agg.ctx is None else agg.ctx.is_private()
 
 
 @ray.remote
@@ -107,3 +112,21 @@ class ScoringBusinessParty(ScoringBusiness):
 @ray.remote
 class ScoringProviderParty(ScoringProvider):
     """A provider for joint scoring: reads its own model and new file where it runs."""
+
+
+@ray.remote
+class BoostBusinessParty(BoostBusiness):
+    """The business party of a SecureBoost run: reads its own file where it runs."""
+
+    def __init__(self, path: str, settings: Settings, seed: int = 0) -> None:
+        core = BoostBusiness.from_file(path, settings, seed)
+        self.__dict__.update(core.__dict__)
+
+
+@ray.remote
+class BoostProviderParty(BoostProvider):
+    """A provider (worker) of a SecureBoost run: reads its own file where it runs."""
+
+    def __init__(self, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> None:
+        core = BoostProvider.from_file(name, path, settings, shard)
+        self.__dict__.update(core.__dict__)

@@ -46,7 +46,8 @@ import ray
 
 from fedray.checkpoint import Checkpoint, CheckpointError, CheckpointStore, config_hash
 from fedray.data.vertical import VerticalDataError
-from fedray.vertical.actors import BusinessParty, DataProvider, VerticalDriver
+from fedray.vertical.actors import (BoostBusinessParty, BoostProviderParty, BusinessParty, DataProvider,
+                                    VerticalDriver)
 from fedray.vertical.ckks import CKKSError
 from fedray.vertical.config import _get
 from fedray.vertical.errors import VerticalPartyError
@@ -171,7 +172,7 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
     uri = (_get(ck, "uri") if ck is not None else None) or str(run_dir / "checkpoints")
     store = CheckpointStore(uri, keep=keep)
     digest = vertical_digest(cfg)
-    iterations = int(_get(v, "iterations"))
+    iterations = settings.boost.trees if settings.model == "secureboost" else int(_get(v, "iterations"))
 
     # A checkpoint of another config fails here, before any actor or PSI.
     ckpt = store.load_latest(config_hash=None if force else digest,
@@ -184,15 +185,18 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
     paths = [str(pathlib.Path(p).resolve()) for p in _get(v, "provider_paths")]
     workers = int(_get(v, "provider_workers", 1) or 1)
     parties = _Parties(f"{run_dir.name}-{secrets.token_hex(3)}")
-    business = parties.add(BUSINESS, parties.name(BUSINESS), BusinessParty.options(
-        num_cpus=cpus, name=parties.name(BUSINESS)).remote(
-        str(pathlib.Path(_get(v, "business_path")).resolve()), settings))
+    boost = settings.model == "secureboost"
+    business_path = str(pathlib.Path(_get(v, "business_path")).resolve())
+    options = BoostBusinessParty.options if boost else BusinessParty.options
+    business = parties.add(BUSINESS, parties.name(BUSINESS), options(num_cpus=cpus, name=parties.name(BUSINESS)).remote(
+        business_path, settings, *([seed] if boost else [])))
     providers = {}
     for n, p in zip(names, paths):
         providers[n] = []
         for k in range(workers):
             actor = parties.name(n, k if workers > 1 else None)
-            providers[n].append(parties.add(n, actor, DataProvider.options(num_cpus=cpus, name=actor).remote(
+            options = BoostProviderParty.options if boost else DataProvider.options
+            providers[n].append(parties.add(n, actor, options(num_cpus=cpus, name=actor).remote(
                 n, p, settings, (k, workers))))
     driver = parties.add("driver", parties.name("driver"), VerticalDriver.options(
         num_cpus=cpus, name=parties.name("driver")).remote(business, providers, settings, seed, record))
@@ -237,7 +241,13 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
         stage["where"] = f"the checkpoint of iteration {it}"
         tstate = call(driver.state.remote())
         refs = {p: [h.export_state.remote() for h in hs] for p, hs in workers_of.items()}
-        files = {f"party-{p}": pa.concat_tables([call(r) for r in rs]) for p, rs in refs.items()}
+        files = {}
+        for p, rs in refs.items():
+            states = [call(r) for r in rs]
+            if isinstance(states[0], dict):  # a party with several tables (SecureBoost's business party)
+                files.update({f"party-{p}-{name}": table for name, table in states[0].items()})
+            else:
+                files[f"party-{p}"] = pa.concat_tables(states)
         files["metrics"] = metrics_table(history)
         path = store.save(it, files, config_hash=digest, rng_states={"trainer": tstate},
                           extra={"iteration": it, "intersection": info["intersection"], "codes": info["codes"],
@@ -254,8 +264,12 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
                 f"{info['codes']}: the data changed")
         loads = []
         for p, hs in workers_of.items():
-            table = ck.table(f"party-{p}")
-            loads += [h.import_state.remote(table) for h in hs]  # straight to the party, not via the driver
+            if f"party-{p}" in ck.names:
+                state = ck.table(f"party-{p}")
+            else:
+                prefix = f"party-{p}-"
+                state = {n[len(prefix):]: ck.table(n) for n in ck.names if n.startswith(prefix)}
+            loads += [h.import_state.remote(state) for h in hs]  # straight to the party, not via the driver
         try:
             ray.get(loads)
         except ray.exceptions.RayTaskError as exc:
@@ -295,7 +309,7 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
             stage.update(where=f"iteration {it}", iteration=it)
             m = call(driver.iteration.remote())
             history.append({"iteration": it, **m})
-            log(f"iteration {it}/{iterations}: {progress(m)}")
+            log(f"{'tree' if boost else 'iteration'} {it}/{iterations}: {progress(m)}")
             stop, best = call(driver.stopping.remote())
             if stop:
                 stopped = it
@@ -304,6 +318,10 @@ def run_vertical(cfg: Any, run_dir: pathlib.Path, log: Callable[[str], None] = p
                 checkpoint(it, history, info)
             if stop:
                 break
+        if history:
+            unit = "trees" if boost else "iterations"
+            log(f"validation AUC {history[-1]['val_auc']:.4f} (loss {history[-1]['val_loss']:.5f}) on "
+                f"{info['validation_rows']} held-out ids after {len(history)} {unit}")
         stage["where"] = "writing the results"
         write_metrics(history, run_dir / "metrics.parquet")
         party_paths = call(driver.save.remote(str(run_dir / "parties")))

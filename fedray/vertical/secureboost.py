@@ -28,12 +28,15 @@ indices, never g, h, a feature value or a threshold.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import tenseal as ts
 
 from fedray.data.vertical import PartyTable, read_party
@@ -118,6 +121,7 @@ class BoostBusiness(_BoostParty, BusinessAlignment):
 
     def prepare(self) -> tuple[int, int]:
         order, self.n_train, self.codes, self.bins = _prepared(self._ids[self._aligned], self._X0[self._aligned], self.s)
+        self._order = order
         self.y_all = self._y0[self._aligned][order]
         self.n_val = len(order) - self.n_train
         rate = float(np.clip(self.y_all[: self.n_train].mean(), 1e-6, 1 - 1e-6))
@@ -277,6 +281,32 @@ class BoostBusiness(_BoostParty, BusinessAlignment):
         out = pa.table(table)
         return out.replace_schema_metadata({"base_score": repr(self.base)})
 
+    # -- own checkpoint state (see fedray.vertical.job) ---------------------------------------------
+    def export_state(self) -> dict[str, pa.Table]:
+        """Trees so far and every aligned row's score keyed by id (PSI's row order changes on resume)."""
+        ids = self._ids[self._aligned][self._order]
+        meta = {"trees_done": str(self.tree), "base_score": repr(self.base),
+                "rng": json.dumps(self.rng.bit_generator.state)}
+        scores = pa.table({"id": pa.array(ids.tolist(), pa.string()), "score": pa.array(self.F, pa.float64())})
+        return {"trees": self.tree_table(), "scores": scores.replace_schema_metadata(meta)}
+
+    def import_state(self, state: dict[str, pa.Table]) -> int:
+        """Restore trees, scores (by id), the subsample generator; ValueError naming what does not fit."""
+        scores, trees = state["scores"], state["trees"]
+        meta = {k.decode(): v.decode() for k, v in (scores.schema.metadata or {}).items()}
+        pos = {i: k for k, i in enumerate(scores.column("id").to_pylist())}
+        ids = self._ids[self._aligned][self._order]
+        absent = [i for i in ids if i not in pos]
+        if absent:
+            raise ValueError(f"{BUSINESS}: checkpoint scores lack {len(absent)} aligned ids (e.g. {absent[0]!r})")
+        self.F = scores.column("score").to_numpy()[[pos[i] for i in ids]].astype(np.float64)
+        self.tree, self.base = int(meta["trees_done"]), float(meta["base_score"])
+        self.rng.bit_generator.state = json.loads(meta["rng"])
+        fields = list(TreeRow.__dataclass_fields__)
+        columns = [trees.column(f).to_pylist() for f in fields]
+        self.trees = [TreeRow(**dict(zip(fields, values))) for values in zip(*columns)]
+        return len(self.trees)
+
     def save_weights(self, path: str) -> str:
         return _write_table(path, self.tree_table())
 
@@ -348,6 +378,26 @@ class BoostProvider(_BoostParty, ProviderAlignment):
                          "threshold": pa.array([t for _, t, _ in self.splits], pa.float64()),
                          "missing_left": pa.array([m for _, _, m in self.splits], pa.bool_())})
 
+    def export_state(self) -> pa.Table:
+        """This worker's split lookup table, tagged with its worker index and the worker count."""
+        table = self.split_table()
+        table = table.append_column("worker", pa.array([self.shard[0]] * table.num_rows, pa.int64()))
+        return table.replace_schema_metadata({"workers": str(self.shard[1])})
+
+    def import_state(self, table: pa.Table) -> int:
+        """This worker's splits back by split id; ValueError when the checkpoint had another worker count."""
+        workers = int((table.schema.metadata or {}).get(b"workers", b"1"))
+        if workers != self.shard[1]:
+            raise ValueError(f"{self.name}: checkpoint splits were made by {workers} worker(s), this run has "
+                             f"{self.shard[1]}; SecureBoost resumes with the same vertical.provider_workers")
+        mine = table.filter(pc.equal(table.column("worker"), self.shard[0])).sort_by("split_id")
+        columns = np.asarray(mine.column("code").to_numpy(), dtype=np.int64) - self.features.block.offset
+        if mine.num_rows and (columns.min() < 0 or columns.max() >= self.feature_count()):
+            raise ValueError(f"{self.name}: checkpoint splits name feature codes outside this worker's block")
+        self.splits = [(int(c), float(t), bool(m)) for c, t, m in
+                       zip(columns, mine.column("threshold").to_pylist(), mine.column("missing_left").to_pylist())]
+        return len(self.splits)
+
     def save_weights(self, path: str) -> str:
         return _write_table(path, self.split_table())
 
@@ -412,9 +462,19 @@ class BoostTrainer:
         return {"loss": metrics["loss"], "auc": metrics["auc"], "val_loss": metrics["val_loss"],
                 "val_auc": metrics["val_auc"], "seconds": time.perf_counter() - start}
 
-    def save(self, directory) -> dict[str, str]:
-        from pathlib import Path
+    def state(self) -> dict[str, Any]:
+        stopping = self.stopping
+        return {"iteration": self.done, "stopping": {"best": stopping.best, "best_iteration": stopping.best_iteration,
+                                                     "waited": stopping.waited}}
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.done = int(state["iteration"])
+        for key, value in state.get("stopping", {}).items():
+            setattr(self.stopping, key, value)
+        self.stop = 0 < self.stopping.patience <= self.stopping.waited
+
+    def save(self, directory: str | Path) -> dict[str, str]:
+        """Each party writes its own model file (business: trees; provider: split lookup table)."""
         directory = Path(directory)
         refs = [self.t.call(BUSINESS, "save_weights", str(directory / f"{BUSINESS}.parquet"))]
         for p, keys in self.groups.items():
@@ -448,3 +508,4 @@ def run_boost_local(business: BoostBusiness, providers: list[BoostProvider], set
         if trainer.stop:
             break
     return trainer, info, history
+

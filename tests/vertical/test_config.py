@@ -8,7 +8,7 @@ from fedray.vertical.config import VerticalConfig, validate_vertical
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["vertical_breast.yaml", "vertical_credit.yaml"])
+@pytest.mark.parametrize("name", ["vertical_breast.yaml", "vertical_credit.yaml", "vertical_credit_boost.yaml"])
 def test_shipped_yaml_is_valid(name, monkeypatch, data_dir):
     monkeypatch.chdir(ROOT)
     raw = OmegaConf.load(ROOT / "conf" / name)
