@@ -5,6 +5,9 @@ The store is reached the way a user reaches a bucket, through the URI alone:
 that ``pyarrow.fs.FileSystem.from_uri`` understands) with credentials from the standard AWS variables.
 No fedray code knows about the endpoint. Every test checks what landed in the bucket with boto3, an
 independent S3 client, so a URI that silently resolved to the local disk would fail.
+
+The last test (marked ray) runs `fedray run` and `fedray resume` as processes with `checkpoint.uri` on the
+bucket, each with its own embedded Ray in a private temp dir, and kills the first run after a checkpoint.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import pytest
 
 from fedray.checkpoint import CheckpointError, CheckpointStore, arrays_to_table, config_hash, table_to_arrays
 
+ROOT = Path(__file__).resolve().parents[1]
 H = config_hash({"seed": 1, "model": {"dim": 8}})
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fedray-test", "AWS_SECRET_ACCESS_KEY": "fedray-test-secret",
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
@@ -294,13 +298,12 @@ def test_endpoint_from_the_environment(s3, monkeypatch):
 
 # ---------------------------------------------------------------------------- a horizontal run on S3
 
-ROOT = Path(__file__).resolve().parents[1]
 JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
        "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
        "runtime.devices_per_actor=20", "checkpoint.every=2", "checkpoint.keep=3"]
 
 
-def _final_state(run: Path) -> dict[str, bytes]:
+def _final_state(run: Path) -> dict[str, tuple[str, tuple, bytes]]:
     """Every global model and device file of a finished run, array by array, as dtype, shape and raw bytes."""
     out = {}
     for path in sorted([*(run / "models").glob("*.parquet"), *(run / "devices").glob("*.parquet")]):
@@ -310,7 +313,7 @@ def _final_state(run: Path) -> dict[str, bytes]:
 
 
 def _metrics(run: Path) -> list[dict]:
-    """metrics.parquet without its wall-clock column (the one thing a resume may change); NaN as a string, to compare."""
+    """metrics.parquet without its wall-clock column (all a resume may change); NaN as a string, to compare."""
     rows = pq.read_table(run / "metrics.parquet").to_pylist()
     return [{k: "nan" if v != v else v for k, v in row.items() if k != "wall_s"} for row in rows]
 
