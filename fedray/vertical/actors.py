@@ -13,7 +13,7 @@ from typing import Any, Optional
 import ray
 
 from fedray.vertical.protocol import BUSINESS, BusinessCore, Message, ProviderCore, Settings, Trainer
-from fedray.vertical.scoring import ScoringBusiness, ScoringProvider
+from fedray.vertical.scoring import BoostScoringBusiness, BoostScoringProvider, ScoringBusiness, ScoringProvider
 from fedray.vertical.secureboost import BoostBusiness, BoostProvider, BoostTrainer
 
 
@@ -130,3 +130,13 @@ class BoostProviderParty(BoostProvider):
     def __init__(self, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> None:
         core = BoostProvider.from_file(name, path, settings, shard)
         self.__dict__.update(core.__dict__)
+
+
+@ray.remote
+class BoostScoringBusinessParty(BoostScoringBusiness):
+    """The business party scoring with a SecureBoost run's trees."""
+
+
+@ray.remote
+class BoostScoringProviderParty(BoostScoringProvider):
+    """A provider scoring with a SecureBoost run's trees: its own split lookup table."""

@@ -1,7 +1,7 @@
 """``fedray predict RUN_DIR --business new_guest.csv --provider new_host.csv [--out scores.parquet]``.
 
-Joint scoring of new customers with a finished vertical run's model, on Ray: one actor per
-party reads that party's own model file (``RUN_DIR/parties/<party>.parquet``) and new file; the
+Joint scoring of new customers with a finished vertical run's model (linear or SecureBoost), on
+Ray: one actor per party reads that party's own model file (``RUN_DIR/parties/<party>.parquet``) and new file; the
 calling process drives ``fedray.vertical.scoring.Scorer`` (PSI, ciphertext sums) and never holds
 a key or a score. The business party writes ``id, score`` (Parquet) to ``--out`` (default
 ``RUN_DIR/scores.parquet``). ``--provider`` is given once per provider of the run, in the run's
@@ -50,8 +50,12 @@ def check_inputs(run_dir: Path, v: Any, business: str, providers: list[str]) -> 
     out = {}
     for party, data in files.items():
         model = run_dir / "parties" / f"{party}.parquet"
-        PartyModel(model, party)
-        read_party(data, v.id_column, None, missing=v.missing)
+        if v.model != "secureboost":
+            PartyModel(model, party)
+        elif not model.exists():
+            raise VerticalDataError(f"{party}: no model file {model} (was the run trained to the end?)")
+        read_party(data, v.id_column, None, missing="zero" if v.model == "secureboost" and v.missing != "error"
+                   else v.missing)
         out[party] = (str(model), str(Path(data).resolve()))
     return out
 
@@ -65,10 +69,10 @@ def predict(run_dir: str | Path, business: str, providers: list[str], out: Optio
     import ray
 
     from fedray import runtime
-    from fedray.vertical.actors import RayTransport, ScoringBusinessParty, ScoringProviderParty
+    from fedray.vertical import actors
     from fedray.vertical.job import _actor_cpus, _cause
     from fedray.vertical.protocol import BUSINESS, Settings
-    from fedray.vertical.scoring import Scorer
+    from fedray.vertical.scoring import BoostScorer, Scorer
 
     run_dir = Path(run_dir)
     cfg, v = run_settings(run_dir)
@@ -79,15 +83,18 @@ def predict(run_dir: str | Path, business: str, providers: list[str], out: Optio
     started = runtime.start(address or runtime_cfg.get("address"), [], runtime_cfg.get("num_cpus"))
     try:
         cpus = _actor_cpus(cfg)
+        boost = settings.model == "secureboost"
+        business_cls = actors.BoostScoringBusinessParty if boost else actors.ScoringBusinessParty
+        provider_cls = actors.BoostScoringProviderParty if boost else actors.ScoringProviderParty
         handles = {}
         for party, (model, data) in parties.items():
             if party == BUSINESS:
-                handles[party] = ScoringBusinessParty.options(num_cpus=cpus).remote(model, data, settings, out_path)
+                handles[party] = business_cls.options(num_cpus=cpus).remote(model, data, settings, out_path)
             else:
-                handles[party] = ScoringProviderParty.options(num_cpus=cpus).remote(party, model, data, settings)
-        transport = RayTransport(handles, record)
+                handles[party] = provider_cls.options(num_cpus=cpus).remote(party, model, data, settings)
+        transport = actors.RayTransport(handles, record)
         try:
-            summary = Scorer(transport, [p for p in parties if p != BUSINESS]).run()
+            summary = (BoostScorer if boost else Scorer)(transport, [p for p in parties if p != BUSINESS]).run()
         except ray.exceptions.RayTaskError as exc:
             cause = _cause(exc)
             if isinstance(cause, ValueError):  # VerticalDataError, PSIError, CKKSError: bad input

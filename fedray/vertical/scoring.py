@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -149,5 +149,131 @@ class Scorer:
         self.agg.set_context(t.get([ctx])[0])
         total = self.agg.add(t.get([t.call(p, "scores") for p in P]), P)
         rows = t.get([t.call(BUSINESS, "finish", total)])[0]
+        return {"intersection": intersection, "pairwise_intersection": dict(zip(P, pair_sizes)),
+                "scored": int(rows), "warnings": warnings, "seconds": time.perf_counter() - start}
+
+
+# -- SecureBoost: every party follows its own splits -------------------------------------------------
+
+class BoostScoringBusiness(_ScoringParty, BusinessAlignment):
+    """The business party scoring with trees: routes rows through its own splits, asks providers about theirs."""
+
+    def __init__(self, model_path: str, data_path: str, settings: Settings, out_path: str) -> None:
+        self.name, self.s, self.out_path = BUSINESS, settings, out_path
+        path = Path(model_path)
+        if not path.exists():
+            raise VerticalDataError(f"{BUSINESS}: no model file {path} (was the run trained to the end?)")
+        table = pq.read_table(path)
+        self.base = float((table.schema.metadata or {}).get(b"base_score", b"0"))
+        self.nodes = {(r["tree"], r["node"]): r for r in table.to_pylist()}
+        self.data = read_party(data_path, settings.id_column, None,
+                               missing="error" if settings.missing == "error" else "zero")
+        where = {name: j for j, name in enumerate(self.data.feature_names)}
+        needed = sorted({r["column_name"] for r in self.nodes.values() if r["owner"] == BUSINESS})
+        absent = [n for n in needed if n not in where]
+        if absent:
+            raise VerticalDataError(f"{data_path}: the business party's trees need columns {absent}")
+        self._where = where
+        self.warnings: list[str] = []
+        keep, self._dup_error = _dedup(self.data, BUSINESS, settings, self.warnings)
+        self._rows, self._ids = keep, self.data.ids[keep]
+        self._psi = None
+        self.min_ids = 1
+
+    def route_requests(self) -> Optional[dict[str, list[tuple[int, int, int, np.ndarray]]]]:
+        """Resolve the frontier through own splits and leaves; the providers' splits to ask about
+        (as {provider party: [(frontier index, worker, split id, aligned positions)]}); None when done."""
+        if not hasattr(self, "_frontier"):
+            trees = sorted({t for t, _ in self.nodes})
+            self.z = np.full(len(self._aligned), self.base)
+            self._frontier = [(t, 0, np.arange(len(self._aligned))) for t in trees]
+        asks: dict[str, list] = {}
+        self._waiting, following = {}, []
+        for k, (tree, node, rows) in enumerate(self._frontier):
+            r = self.nodes[(tree, node)]
+            if r["owner"] == "":
+                self.z[rows] += r["value"]
+            elif r["owner"] == BUSINESS:
+                x = self.data.features[self._rows[self._aligned[rows]], self._where[r["column_name"]]]
+                left = (x < r["threshold"]) | (np.isnan(x) & r["missing_left"])
+                following += [(tree, r["left"], rows[left]), (tree, r["right"], rows[~left])]
+            else:
+                party, _, worker = r["owner"].partition(":")
+                asks.setdefault(party, []).append((k, int(worker or 0), r["split_id"], rows))
+                self._waiting[k] = (tree, r, rows)
+        self._frontier = following
+        if not asks and not following:
+            return None
+        return asks
+
+    def route_answers(self, provider: str, answers: Sequence[tuple[int, np.ndarray]]) -> None:
+        """A provider's answers: (frontier index, positions within those rows that go left)."""
+        for k, left_positions in answers:
+            tree, r, rows = self._waiting.pop(k)
+            left = np.zeros(len(rows), dtype=bool)
+            left[np.asarray(left_positions, dtype=np.int64)] = True
+            self._frontier += [(tree, r["left"], rows[left]), (tree, r["right"], rows[~left])]
+
+    def finish_trees(self) -> int:
+        """Write ``id, score`` (the sigmoid of base + leaf values), in the business file's order; the count."""
+        rows = self._rows[self._aligned]
+        order = np.argsort(rows, kind="stable")
+        score = 1.0 / (1.0 + np.exp(-self.z))
+        _write_table(self.out_path, pa.table({"id": pa.array(self.data.ids[rows][order].tolist(), pa.string()),
+                                              "score": pa.array(score[order], pa.float64())}))
+        return len(rows)
+
+
+class BoostScoringProvider(_ScoringParty, ProviderAlignment):
+    """A provider scoring with trees: answers which rows go left at its own splits; thresholds stay here."""
+
+    def __init__(self, name: str, model_path: str, data_path: str, settings: Settings) -> None:
+        self.name, self.s = name, settings
+        path = Path(model_path)
+        if not path.exists():
+            raise VerticalDataError(f"{name}: no model file {path} (was the run trained to the end?)")
+        table = pq.read_table(path)
+        self.splits = {(r["worker"], r["split_id"]): r for r in table.to_pylist()}
+        self.data = read_party(data_path, settings.id_column, None,
+                               missing="error" if settings.missing == "error" else "zero")
+        where = {n: j for j, n in enumerate(self.data.feature_names)}
+        absent = sorted({r["name"] for r in self.splits.values()} - set(where))
+        if absent:
+            raise VerticalDataError(f"{data_path}: {name}'s splits need columns {absent}")
+        self._where = where
+        self.warnings: list[str] = []
+        keep, self._dup_error = _dedup(self.data, name, settings, self.warnings)
+        self._rows, self._ids = keep, self.data.ids[keep]
+        self._psi = ProviderPSI(list(self._ids))
+
+    def route(self, asks: Sequence[tuple[int, int, int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+        out = []
+        for k, worker, split_id, rows in asks:
+            if (worker, split_id) not in self.splits:
+                raise VerticalDataError(f"{self.name}: no split {split_id} of worker {worker} in its model file")
+            r = self.splits[(worker, split_id)]
+            x = self.data.features[self._rows[self._aligned[np.asarray(rows, dtype=np.int64)]], self._where[r["name"]]]
+            out.append((k, np.flatnonzero((x < r["threshold"]) | (np.isnan(x) & r["missing_left"]))))
+        return out
+
+
+class BoostScorer:
+    """The driver's side of scoring with trees: PSI, then level by level, the providers' split lookups."""
+
+    def __init__(self, transport: Transport, providers: Sequence[str]) -> None:
+        self.t, self.providers = transport, list(providers)
+
+    def run(self) -> dict[str, Any]:
+        t, P = self.t, self.providers
+        start = time.perf_counter()
+        warnings = [w for ws in t.get([t.call(k, "take_warnings") for k in [BUSINESS, *P]]) for w in ws]
+        intersection, pair_sizes = align(t, {p: [p] for p in P})
+        while True:
+            asks = t.get([t.call(BUSINESS, "route_requests")])[0]
+            if asks is None:
+                break
+            answers = {p: t.call(p, "route", asks[p]) for p in asks}
+            t.get([t.call(BUSINESS, "route_answers", p, answers[p]) for p in answers])
+        rows = t.get([t.call(BUSINESS, "finish_trees")])[0]
         return {"intersection": intersection, "pairwise_intersection": dict(zip(P, pair_sizes)),
                 "scored": int(rows), "warnings": warnings, "seconds": time.perf_counter() - start}

@@ -370,19 +370,18 @@ class BoostProvider(_BoostParty, ProviderAlignment):
         return out
 
     def split_table(self) -> pa.Table:
-        """This provider's lookup table: split id -> its feature code and name, threshold, missing direction."""
+        """This worker's lookup table: split id -> feature code and name, threshold, missing direction, worker."""
         cols = [c for c, _, _ in self.splits]
         return pa.table({"split_id": pa.array(range(len(self.splits)), pa.int64()),
                          "code": pa.array([int(self.features.block.offset + c) for c in cols], pa.int64()),
                          "name": pa.array([self.names[c] for c in cols], pa.string()),
                          "threshold": pa.array([t for _, t, _ in self.splits], pa.float64()),
-                         "missing_left": pa.array([m for _, _, m in self.splits], pa.bool_())})
+                         "missing_left": pa.array([m for _, _, m in self.splits], pa.bool_()),
+                         "worker": pa.array([self.shard[0]] * len(self.splits), pa.int64())})
 
     def export_state(self) -> pa.Table:
-        """This worker's split lookup table, tagged with its worker index and the worker count."""
-        table = self.split_table()
-        table = table.append_column("worker", pa.array([self.shard[0]] * table.num_rows, pa.int64()))
-        return table.replace_schema_metadata({"workers": str(self.shard[1])})
+        """This worker's split lookup table (tagged with its worker index) and the worker count."""
+        return self.split_table().replace_schema_metadata({"workers": str(self.shard[1])})
 
     def import_state(self, table: pa.Table) -> int:
         """This worker's splits back by split id; ValueError when the checkpoint had another worker count."""

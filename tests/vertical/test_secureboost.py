@@ -85,7 +85,7 @@ def test_secureboost_equals_plaintext_boosting_on_pooled_rows(data_dir, tmp_path
     owners = set(trees["owner"]) - {""}
     assert owners and owners <= {"business", "a", "b:0", "b:1"}
     a = pq.read_table(paths["a"]).to_pydict()
-    assert set(a) == {"split_id", "code", "name", "threshold", "missing_left"}
+    assert set(a) == {"split_id", "code", "name", "threshold", "missing_left", "worker"}
     assert all(10 <= c < 18 for c in a["code"]) and len(a["split_id"]) == trees["owner"].count("a")
 
 
@@ -129,3 +129,50 @@ def test_secureboost_within_0_01_of_sklearn_on_breast(data_dir):
                                         max_bins=b.bins, l2_regularization=b.l2, early_stopping=False).fit(X[:n], y[:n])
     ref = roc_auc_score(y[n:], sk.decision_function(X[n:]))
     assert abs(hist[-1]["val_auc"] - ref) < 0.01, (hist[-1]["val_auc"], ref)
+
+
+def _csv(t: PartyTable, rows, path) -> str:
+    cells = t.features[rows].astype(str).astype(object)
+    cells[np.isnan(t.features[rows])] = ""
+    lines = [",".join(["id", *t.feature_names])] + [",".join([i, *c]) for i, c in zip(t.ids[rows], cells)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_scoring_with_trees_follows_every_partys_own_splits(data_dir, tmp_path, auditor):
+    """Scoring known customers reproduces the training scores exactly: catches a provider comparing raw
+    values against the wrong threshold side, a missing cell sent the wrong way, or split ids of
+    different provider workers mixed up."""
+    from fedray.vertical.protocol import LocalTransport
+    from fedray.vertical.scoring import BoostScorer, BoostScoringBusiness, BoostScoringProvider
+
+    g, h = _load(data_dir)
+    X1 = h.features[:, :8].copy()
+    X1[np.random.default_rng(2).random(X1.shape) < 0.15] = np.nan
+    h1 = PartyTable(h.path, h.ids, X1, h.feature_names[:8])
+    h2 = PartyTable(h.path, h.ids, h.features[:, 8:], h.feature_names[8:])
+    s = SETTINGS
+    b = BoostBusiness(g, s)
+    providers = [BoostProvider("a", h1, s), BoostProvider("b", h2, s, (0, 2)), BoostProvider("b", h2, s, (1, 2))]
+    trainer, _, _ = run_boost_local(b, providers, s, s.boost.trees)
+    paths = trainer.save(tmp_path / "parties")
+    rng = np.random.default_rng(5)
+    files = {"business": _csv(g, rng.permutation(569)[:300], tmp_path / "g.csv"),
+             "a": _csv(h1, rng.permutation(569)[:400], tmp_path / "a.csv"),
+             "b": _csv(h2, rng.permutation(569)[:450], tmp_path / "b.csv")}
+    parties = {"business": BoostScoringBusiness(paths["business"], files["business"], s, str(tmp_path / "s.parquet")),
+               **{p: BoostScoringProvider(p, paths[p], files[p], s) for p in ("a", "b")}}
+    transport = LocalTransport(parties, record=True)
+    summary = BoostScorer(transport, ["a", "b"]).run()
+    out = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    trained = dict(zip(b._ids[b._aligned][b._order], 1 / (1 + np.exp(-b.F))))
+    common = set(read_party(files["business"]).ids) & set(read_party(files["a"], missing="zero").ids) \
+        & set(read_party(files["b"]).ids)
+    assert set(out["id"]) == common and summary["scored"] == len(common) > 50
+    assert max(abs(score - trained[i]) for i, score in zip(out["id"], out["score"])) < 1e-12
+    from fedray.vertical import ckks
+
+    pub = ckks.public_context_bytes(ckks.secret_context(s.ckks))
+    cols = [np.nan_to_num(c) for f in files.values() for c in read_party(f, missing="zero").features.T]
+    kinds = auditor(transport.messages, cols, pub, 1)
+    assert "float_array" not in kinds and "ciphertext" not in kinds and kinds["positions"] > 0
