@@ -64,22 +64,22 @@ def run_size(n: int, rounds: int, hosts: int, participants: int, eval_users: int
     import ray
 
     from fedray.config import load_config, to_plain
-    from fedray.horizontal.driver import Driver
+    from fedray.horizontal.driver import start_driver
 
     overrides = [f"data.synthetic.n_users={n}", f"train.participants={participants}", f"train.rounds={rounds}",
                  "train.eval_every=1000000", f"train.eval_users={eval_users}", "checkpoint.every=0",
                  f"runtime.devices_per_actor={-(-n // hosts)}", f"run_dir={run_dir}"]
     cfg = load_config(ROOT / "conf/default.yaml", overrides)
     t0 = time.perf_counter()
-    driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
+    driver = start_driver(to_plain(cfg), str(run_dir), cfg.runtime.driver_cpus)
     info = ray.get(driver.setup.remote())
     setup_s = time.perf_counter() - t0
     rss = [_rss_mb("Driver")]
     walls, participants_seen = [], []
     for _ in range(rounds):
         recs = ray.get(driver.run_round.remote())
-        walls.append(recs[0]["wall_s"])
-        participants_seen.append(sum(r["participants"] for r in recs))
+        walls.append(recs[0].wall_s)
+        participants_seen.append(sum(r.participants for r in recs))
         rss.append(_rss_mb("Driver"))
     hosts_rss = _rss_mb("DeviceHost")
     ray.kill(driver)
@@ -87,7 +87,7 @@ def run_size(n: int, rounds: int, hosts: int, participants: int, eval_users: int
         if not _procs("Driver") and not _procs("DeviceHost"):
             break
         time.sleep(0.2)
-    return {"devices": n, "hosts": info["hosts"], "per_round": int(np.median(participants_seen)),
+    return {"devices": n, "hosts": info.hosts, "per_round": int(np.median(participants_seen)),
             "setup_s": setup_s, "round_s": float(np.median(walls[1:-1] if rounds > 2 else walls)),
             "first_round_s": walls[0], "last_round_s": walls[-1], "driver_rss_mb": max(rss),
             "driver_rss_setup_mb": rss[0], "hosts_rss_mb": hosts_rss}

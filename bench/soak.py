@@ -42,7 +42,7 @@ def _driver_probe(self) -> dict:
 
     refs = _ray._private.worker.global_worker.core_worker.get_all_reference_counts()
     return {"pid": os.getpid(), "refs": len(refs), "py_objects": len(_gc.get_objects()),
-            "records": len(self.records), "hosts": list(self.hosts)}
+            "records": len(self.records), "hosts": list(self.fleet.hosts)}
 
 
 def _host_pid(self) -> int:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fedray import runtime
     from fedray.config import load_config, to_plain
-    from fedray.horizontal.driver import Driver
+    from fedray.horizontal.driver import start_driver
 
     run_dir = OUT / "soak-run"
     overrides = [f"data.synthetic.n_users={args.devices}", f"data.synthetic.n_items={args.items}",
@@ -107,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     started = runtime.start(None, [t.name for t in cfg.tiers], args.num_cpus)
     try:
         t0 = time.perf_counter()
-        driver = Driver.options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir))
+        driver = start_driver(to_plain(cfg), str(run_dir), cfg.runtime.driver_cpus)
         info = ray.get(driver.setup.remote())
         probe = ray.get(driver.__ray_call__.remote(_driver_probe))
         host_pids = ray.get([h.__ray_call__.remote(_host_pid) for h in probe["hosts"]])
         del probe["hosts"]
-        console.print(f"{info['devices']} devices on {info['hosts']} hosts, {info['items']} items, "
+        console.print(f"{info.devices} devices on {info.hosts} hosts, "
                       f"{args.participants} per round, setup {time.perf_counter() - t0:.1f} s; "
                       f"driver pid {probe['pid']}")
         samples = []

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fedray.checkpoint import table_to_arrays  # noqa: E402
 from fedray.cli import main  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -64,14 +65,13 @@ def curves(run: Path) -> dict:
     """Per group: devices, dim, evaluated (sim time, hr, ndcg, round) points, bytes moved, final clock."""
     m = pq.read_table(run / "metrics.parquet").to_pylist()
     g = pq.read_table(run / "grouping.parquet").to_pylist()
-    specs = json.loads((run / "models/specs.json").read_text())
     out = {}
     for gid in sorted({r["group"] for r in m}):
         rs = sorted((r for r in m if r["group"] == gid), key=lambda r: r["round"])
         out[gid] = {
             "devices": sum(1 for row in g if row["group"] == gid),
             "tiers": sorted({row["tier"] for row in g if row["group"] == gid}),
-            "dim": specs[str(gid)]["dim"],
+            "dim": table_to_arrays(pq.read_table(run / f"models/group-{gid}.parquet"))["item_emb"].shape[1],
             "points": [(r["sim_time_s"], r["hr10"], r["ndcg10"], r["round"]) for r in rs if r["hr10"] == r["hr10"]],
             "bytes": sum(r["bytes_up"] + r["bytes_down"] for r in rs),
             "sim_s": rs[-1]["sim_time_s"],

@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)
+    errors = Console(stderr=True, width=None if console.is_terminal else 140)  # errors go to stderr, results to stdout
     from fedray.checkpoint import CheckpointError
     from fedray.data import DataError
     from fedray.data.vertical import VerticalDataError
@@ -196,12 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             StrategyError) as e:
         from rich.markup import escape
 
-        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_USAGE
     except VerticalPartyError as e:  # a party died or rejected a message: a fault, resumable (exit 1)
         from rich.markup import escape
 
-        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return 1
 
 

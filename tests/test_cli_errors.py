@@ -23,7 +23,7 @@ def write(path: Path, text: str) -> Path:
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
     capsys.readouterr()
     code = main(list(argv))
-    return code, capsys.readouterr().out
+    return code, "".join(capsys.readouterr())
 
 
 def error_line(out: str) -> str:

@@ -160,7 +160,6 @@ def test_submit_bad_config_fails_before_contacting_the_cluster(fedray, tmp_path)
 # ---------------------------------------------------------------------------- the checks themselves
 
 
-@pytest.mark.xfail(strict=True, reason="fedray.cli prints `error:` on stdout (rich Console()), not on stderr")
 def test_errors_are_written_to_stderr(fedray, tmp_path):
     result = fedray("resume", str(tmp_path / "nope"))
     assert result.code == 2 and "error:" in result.err and "error:" not in result.out

@@ -77,10 +77,10 @@ def test_submit_refuses_a_config_outside_the_working_dir(tmp_path, capsys):
     conf = tmp_path / "c.yaml"
     shutil.copy(ROOT / "conf/default.yaml", conf)
     assert main(["submit", str(conf), "--address", "http://127.0.0.1:9", "--working-dir", str(ROOT)]) == 2
-    assert "must lie inside --working-dir" in capsys.readouterr().out
+    assert "must lie inside --working-dir" in "".join(capsys.readouterr())
     assert main(["submit", str(ROOT / "conf/default.yaml"), "--address", "http://127.0.0.1:9",
                  "--working-dir", str(ROOT)]) == 2  # nothing listens on port 9
-    assert "no Ray job server answers" in capsys.readouterr().out
+    assert "no Ray job server answers" in "".join(capsys.readouterr())
 
 
 # ---- a real cluster ---------------------------------------------------------------------------------------------

@@ -12,9 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedray import placement
 from fedray.config import to_plain
-from fedray.engine.engine import RoundEngine
 from fedray.engine.records import RoundRecord
-from fedray.horizontal.fleet import RayFleet
+from fedray.horizontal.driver import start_driver
 from fedray.metrics import plot_curves, summarize, summary_table
 from fedray.runtime import ClusterError, check_tiers
 
@@ -33,7 +32,7 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
     """Run (or resume) every round of a horizontal job; returns the per-group summary rows."""
     console = console or Console()
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
-    driver = ray.remote(RoundEngine).options(num_cpus=cfg.runtime.driver_cpus).remote(to_plain(cfg), str(run_dir), RayFleet)
+    driver = start_driver(to_plain(cfg), str(run_dir), cfg.runtime.driver_cpus)
     try:
         try:
             info = ray.get(driver.setup.remote())

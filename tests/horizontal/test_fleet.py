@@ -58,3 +58,31 @@ def test_gather_gives_up_at_the_deadline_and_counts_the_rest_unanswered(ray_loca
     out = gather(launch(host, params, [5, 6]), 1.0)
     assert (out.results, out.lost, out.crashed, out.unanswered) == ([], 0, set(), 2)
     ray.kill(host)
+
+
+@pytest.mark.ray
+def test_the_ray_fleet_and_the_in_process_fleet_give_bit_identical_weights(ray_local, tmp_path):
+    """Same seed, same rounds: the driver actor on device-host actors ends where the in-process engine does."""
+    import ray
+
+    from fedray.engine.engine import RoundEngine
+    from fedray.engine.fleet import InProcessFleet
+    from fedray.horizontal.driver import start_driver
+
+    cfg = load_config(None, [*BASE, "train.participants=6", "train.over_select=1.5", "train.eval_every=2",
+                             "runtime.devices_per_actor=7", "compression.error_feedback=true"])
+    plain = to_plain(cfg)
+    local = RoundEngine(plain, str(tmp_path / "local"), InProcessFleet)
+    local.setup()
+    driver = start_driver(plain, str(tmp_path / "ray"), 0.1)
+    ray.get(driver.setup.remote())
+    for _ in range(3):
+        local_records = local.run_round()
+        ray_records = ray.get(driver.run_round.remote())
+    remote = ray.get(driver.__ray_call__.remote(lambda self: self.groups[0].params))
+    assert remote.keys() == local.groups[0].params.keys()
+    for name, value in local.groups[0].params.items():
+        assert value.tobytes() == remote[name].tobytes(), name
+    assert [r.metrics for r in local_records] == [r.metrics for r in ray_records]
+    ray.get(driver.close.remote())
+    ray.kill(driver)

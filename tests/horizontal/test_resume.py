@@ -71,7 +71,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_still_matches(ray_local, refer
     (ckpts[-1] / "group-0.parquet").write_bytes(blob)
     capsys.readouterr()
     assert main(["resume", str(run), "train.rounds=9", "--force"]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert "ckpt-00000006" in out and "resumed from the checkpoint of round 4" in out
     assert_bit_identical(final_state(run), reference)
 
@@ -82,7 +82,7 @@ def test_resume_refuses_result_changing_overrides(ray_local, tmp_path, capsys):
     assert main(["run", *JOB, "train.rounds=2", f"run_dir={run}"]) == 0
     capsys.readouterr()
     assert main(["resume", str(run), "train.lr=0.3"]) == 2
-    assert "train.lr" in capsys.readouterr().out
+    assert "train.lr" in "".join(capsys.readouterr())
 
 
 @pytest.mark.ray
@@ -93,4 +93,4 @@ def test_all_checkpoints_corrupt_is_a_clear_error(ray_local, tmp_path, capsys):
         manifest.write_text("{not json")
     capsys.readouterr()
     assert main(["resume", str(run)]) == 2
-    assert "no valid checkpoint" in capsys.readouterr().out.lower()
+    assert "no valid checkpoint" in "".join(capsys.readouterr()).lower()

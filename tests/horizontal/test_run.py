@@ -26,7 +26,7 @@ def test_run_writes_artifacts_and_learns(ray_local, tmp_path, capsys):
     assert all(r["bytes_up"] * 19.8 < r["bytes_up_float32"] for r in m)
     hr = [r["hr10"] for r in m if r["hr10"] == r["hr10"]]
     assert hr[-1] > 0.2  # random ranking of 1 among 100 gives 0.1
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert "HR@10" in out and "60 devices on 3 device hosts" in out
 
 
@@ -36,7 +36,7 @@ def test_recommend_uses_the_run(ray_local, tmp_path, capsys):
     assert main(["run", str(ROOT / "conf/default.yaml"), *SMALL, "train.rounds=2", f"run_dir={run}"]) == 0
     capsys.readouterr()
     assert main(["recommend", str(run), "--user", "5", "-k", "4", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads("".join(capsys.readouterr()))
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert np.all(np.diff([r["score"] for r in rows]) <= 0)
     assert main(["recommend", str(run), "--user", "99999"]) == 2

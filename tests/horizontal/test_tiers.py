@@ -74,7 +74,7 @@ def test_device_hosts_run_on_nodes_of_their_tier(own_cluster, tmp_path, capsys):
             node_tier[node.node_id] = tier
         cluster.wait_for_nodes()
         code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=8")
-        assert code == 0, capsys.readouterr().out
+        assert code == 0, "".join(capsys.readouterr())
         g = pq.read_table(run / "grouping.parquet").to_pylist()
         assert len(g) == 40 and len({r["host"] for r in g}) > 3  # several hosts per tier
         for row in g:
@@ -101,7 +101,7 @@ def test_a_tier_no_node_can_host_fails_fast_naming_it(own_cluster, tmp_path, cap
         cluster.wait_for_nodes()
         t0 = time.monotonic()
         code, run = _run(tmp_path, f"runtime.address={cluster.address}")
-        out = capsys.readouterr().out
+        out = "".join(capsys.readouterr())
         assert code == 2 and time.monotonic() - t0 < 30, out
         assert "fedray_tier_low" in out and "ray start --address=HEAD:6379" in out
         assert "Traceback" not in out and not run.exists()  # no half-written run directory
@@ -111,7 +111,7 @@ def test_a_tier_no_node_can_host_fails_fast_naming_it(own_cluster, tmp_path, cap
         cluster.wait_for_nodes()
         t0 = time.monotonic()
         code, run = _run(tmp_path, f"runtime.address={cluster.address}", name="run2")
-        out = capsys.readouterr().out
+        out = "".join(capsys.readouterr())
         assert code == 2 and time.monotonic() - t0 < 60, out
         assert "tier 'low'" in out and "fedray_tier_low have 0" in out and "Traceback" not in out
     finally:
@@ -137,7 +137,7 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
         for policy in ("spread", "pack"):
             code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
                              f"runtime.placement={policy}", name=policy)
-            assert code == 0, capsys.readouterr().out
+            assert code == 0, "".join(capsys.readouterr())
             g = pq.read_table(run / "grouping.parquet").to_pylist()
             assert all(node_tier[r["node"]] == r["tier"] for r in g)
             high = {(r["host"], r["node"]) for r in g if r["tier"] == "high"}
@@ -154,7 +154,7 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
         t0 = time.monotonic()
         code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
                          "runtime.placement=spread", "runtime.placement_timeout_s=3", name="blocked")
-        out = capsys.readouterr().out
+        out = "".join(capsys.readouterr())
         assert code == 2 and time.monotonic() - t0 < 60, out
         assert "tier 'high'" in out and "runtime.placement" in out and "Traceback" not in out
         assert not run.exists()
@@ -172,7 +172,7 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
 def test_more_device_hosts_than_cpus_fails_fast(ray_local, tmp_path, capsys):
     t0 = time.monotonic()
     code, run = _run(tmp_path, "runtime.actor_cpus=1.0", "runtime.devices_per_actor=5")
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert code == 2 and time.monotonic() - t0 < 30, out
     assert "CPUs" in out and "runtime.devices_per_actor" in out and "Traceback" not in out
 
@@ -181,7 +181,7 @@ def test_more_device_hosts_than_cpus_fails_fast(ray_local, tmp_path, capsys):
 @pytest.mark.parametrize("method", ["thresholds", "kmeans"])
 def test_groups_train_concurrently_with_models_sized_by_tier(ray_local, tmp_path, capsys, method):
     code, run = _run(tmp_path, f"grouping.method={method}")
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert code == 0, out
     g = pq.read_table(run / "grouping.parquet").to_pylist()
     assert {"device", "tier", "host", "node", "group", "gflops", "up_mbps"} <= set(g[0])
@@ -211,7 +211,7 @@ def test_small_groups_are_merged_and_the_log_says_so(ray_local, tmp_path, capsys
     run = tmp_path / "run"
     code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", *TINY, f"tiers_file={tiers}",
                  "grouping.thresholds=[20.0,100.0,1000.0]", "train.rounds=1", "train.eval_every=1", f"run_dir={run}"])
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert code == 0, out
     assert "had fewer than 3 devices: merged into group 1" in out
     g = pq.read_table(run / "grouping.parquet").to_pylist()

@@ -56,7 +56,7 @@ def test_resume_continues_from_the_saved_iteration(ray_local, data_dir, tmp_path
     (run / "metrics.parquet").unlink()
     capsys.readouterr()
     assert main(["resume", str(run)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert "resumed from the checkpoint of iteration 4" in out and "iteration 5/8" in out
     assert "iteration 4/8" not in out
     got = metrics(run)
@@ -94,7 +94,7 @@ def test_killed_provider_stops_the_run_cleanly_and_it_resumes(ray_local, data_di
     ray.kill(ray.get_actor(name))
     thread.join(timeout=180)
     assert not thread.is_alive() and codes == [1]
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert "Traceback" not in out
     err = [line for line in out.splitlines() if "error:" in line]
     assert len(err) == 1 and "'provider0'" in err[0] and name in err[0] and "died during iteration" in err[0]
@@ -103,7 +103,7 @@ def test_killed_provider_stops_the_run_cleanly_and_it_resumes(ray_local, data_di
     assert not (run / "metrics.parquet").exists()
 
     assert main(["resume", str(run)]) == 0
-    out = capsys.readouterr().out
+    out = "".join(capsys.readouterr())
     assert f"resumed from the checkpoint of iteration {last}" in out
     m = metrics(run)
     assert m["iteration"] == list(range(1, 41)) and m["auc"][-1] > 0.99
