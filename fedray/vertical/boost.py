@@ -77,29 +77,34 @@ class Split:
     missing_left: bool
 
 
+GAIN_TOLERANCE = 1e-3  # gains closer than this are ties: CKKS noise in bin sums (~1e-5) must not decide
+
+
 def best_split(G: np.ndarray, H: np.ndarray, l2: float, min_child_weight: float) -> Optional[Split]:
-    """The highest-gain split over all columns, thresholds and missing directions; None if no valid one."""
-    if G.size == 0:
+    """The highest-gain split over all columns, thresholds and missing directions; None if none gains
+    more than GAIN_TOLERANCE. Candidates within GAIN_TOLERANCE of the best are ties, broken by the
+    lowest column, then missing cells right, then the lowest bin, so that the noise of encrypted bin
+    sums cannot change which of several equally good splits (e.g. the same row partition) is taken."""
+    if G.size == 0 or G.shape[1] < 3:
         return None
     value_G, value_H = G[:, :-1], H[:, :-1]
     miss_G, miss_H = G[:, -1:], H[:, -1:]
     total_G, total_H = G.sum(axis=1, keepdims=True), H.sum(axis=1, keepdims=True)
     left_G, left_H = np.cumsum(value_G, axis=1)[:, :-1], np.cumsum(value_H, axis=1)[:, :-1]
     parent = total_G ** 2 / (total_H + l2)
-    best = None
+    gains = []
     for missing_left in (False, True):
         lg = left_G + (miss_G if missing_left else 0.0)
         lh = left_H + (miss_H if missing_left else 0.0)
         rg, rh = total_G - lg, total_H - lh
         gain = 0.5 * (lg ** 2 / (lh + l2) + rg ** 2 / (rh + l2) - parent)
-        gain = np.where((lh >= min_child_weight) & (rh >= min_child_weight), gain, -np.inf)
-        if gain.size == 0:
-            continue
-        column, bin_ = np.unravel_index(int(np.argmax(gain)), gain.shape)
-        value = float(gain[column, bin_])
-        if np.isfinite(value) and value > 0 and (best is None or value > best.gain):
-            best = Split(value, int(column), int(bin_), missing_left)
-    return best
+        gains.append(np.where((lh >= min_child_weight) & (rh >= min_child_weight), gain, -np.inf))
+    gain = np.stack(gains, axis=1)  # (columns, missing direction, bins)
+    top = float(gain.max())
+    if not np.isfinite(top) or top <= GAIN_TOLERANCE:
+        return None
+    column, missing_left, bin_ = (int(i[0]) for i in np.nonzero(gain >= top - GAIN_TOLERANCE))
+    return Split(float(gain[column, missing_left, bin_]), column, bin_, bool(missing_left))
 
 
 def leaf_weight(G: float, H: float, l2: float) -> float:

@@ -41,7 +41,7 @@ import tenseal as ts
 
 from fedray.data.vertical import PartyTable, read_party
 from fedray.vertical import ckks
-from fedray.vertical.boost import QuantileBins, Split, best_split, histograms, leaf_weight
+from fedray.vertical.boost import GAIN_TOLERANCE, QuantileBins, Split, best_split, histograms, leaf_weight
 from fedray.vertical.coding import CodeBlock, LocalFeatureMap, assign_codes
 from fedray.vertical.protocol import (BUSINESS, BusinessAlignment, LocalTransport, ProviderAlignment, PSIError,
                                       Settings, Transport, _dedup, _write_table, align, auc)
@@ -195,7 +195,7 @@ class BoostBusiness(_BoostParty, BusinessAlignment):
                 own = histograms(self.codes[node.train], self.g[node.train], self.h[node.train], b.bins)
                 for who, (G, H) in [(BUSINESS, own), *node.hists.items()]:
                     split = best_split(G, H, b.l2, b.min_child_weight)
-                    if split is not None and (best is None or split.gain > best.gain):
+                    if split is not None and (best is None or split.gain > best.gain + GAIN_TOLERANCE):
                         best, owner = split, who
             if best is None:
                 self._leaf(node)

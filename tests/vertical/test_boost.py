@@ -63,3 +63,19 @@ def test_histograms_and_best_split_against_brute_force():
     assert (split.column, split.bin, split.missing_left) == best[1] and split.gain == pytest.approx(best[0])
     assert best_split(G, H, lam, min_child_weight=1e9) is None
     assert leaf_weight(2.0, 3.0, 1.0) == -0.5
+
+
+def test_ties_go_to_the_lowest_column_and_tiny_gains_do_not_split():
+    """Two columns with the same row partition tie: the lower column wins even when noise (below the
+    tolerance) favours the other, so encrypted sums pick the split plaintext would. A gain below the
+    tolerance is no split (a node of one class must not split on noise)."""
+    from fedray.vertical.boost import GAIN_TOLERANCE
+
+    codes = np.array([[0, 1], [0, 1], [1, 2], [1, 2]], dtype=np.int16)
+    g, h = np.array([-1.0, -1.0, 1.0, 1.0]), np.full(4, 0.25)
+    G, H = histograms(codes, g, h, 3)
+    G[1] += 0.1 * GAIN_TOLERANCE  # noise in column 1's sums
+    split = best_split(G, H, 1.0, 0.0)
+    assert (split.column, split.bin, split.missing_left) == (0, 0, False)
+    flat = histograms(codes, np.full(4, 1e-4), h, 3)
+    assert best_split(*flat, 1.0, 0.0) is None
