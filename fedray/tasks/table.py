@@ -25,8 +25,10 @@ from fedray.data.tables import load_table
 from fedray.tasks.base import Task, TrainContext, TrainResult
 
 OPTIMIZERS = ("sgd", "adam")
-PARTITION_STREAM = 1  # tags of the seeded streams load() draws from, so partition and holdout never share draws
-HOLDOUT_STREAM = 2
+# Tags of the streams load() draws from, (seed, tag): apart from each other and from the engine's registry
+# (fedray.engine.streams, tags below 100), which a user's task need not import.
+PARTITION_STREAM = 100
+HOLDOUT_STREAM = 101
 
 
 @dataclass(frozen=True)
