@@ -1,10 +1,11 @@
-"""Shared helpers for task tests: a small synthetic binary table on disk."""
+"""Shared helpers for task tests: a small synthetic binary table on disk, and one torch thread."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_binary_table(path: Path, n_rows: int = 600, n_features: int = 5, seed: int = 0) -> Path:
@@ -22,3 +23,12 @@ def write_binary_table(path: Path, n_rows: int = 600, n_features: int = 5, seed:
 @pytest.fixture
 def binary_csv(tmp_path: Path) -> Path:
     return write_binary_table(tmp_path / "table.csv")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Train on one thread, as device hosts do: tiny models on a loaded shared machine run 50x slower on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
