@@ -107,3 +107,9 @@ def test_csv_numbers_read_back_exactly(tmp_path_factory, rows):
     ids, names, matrix = load_table(path)
     assert names == ["a", "b"] and list(ids) == [str(i) for i in range(len(rows))]
     assert np.array_equal(matrix, np.array(rows, dtype=np.float64).reshape(-1, 2))
+
+
+def test_one_file_needs_no_id_column(tmp_path):
+    ids, names, matrix = load_table(write(tmp_path, "plain.csv", "a,b\n1,2\n3,4\n"))
+    assert list(ids) == ["0", "1"] and names == ["a", "b"]
+    assert np.array_equal(matrix, [[1, 2], [3, 4]])
