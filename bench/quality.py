@@ -78,7 +78,7 @@ def centralized_overrides(conf: str, extra: list[str]) -> list[str]:
     """One device holding every row, trained as many samples per round as the federation's participants are."""
     cfg = load_config(ROOT / conf, extra)
     steps = cfg.train.local_steps * int(cfg.train.participants)
-    return [*extra, "task.devices=1", "task.partition=iid", "train.participants=1", f"train.local_steps={steps}",
+    return [*extra, "task.devices=1", "train.participants=1", f"train.local_steps={steps}",
             "compression.method=none", "strategy.name=fedavg", "strategy.server_lr=1.0"]
 
 

@@ -200,6 +200,10 @@ class CheckpointStore:
             self.fs, base = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
         self.base = base.rstrip("/") or "/"
 
+    def child(self, name: str) -> "CheckpointStore":
+        """A store in a subdirectory of this one, on the same filesystem (each device host keeps its own)."""
+        return CheckpointStore(self._join(name), self.keep, filesystem=self.fs)
+
     # -- paths
     def _join(self, *parts: str) -> str:
         return "/".join([self.base.rstrip("/"), *parts])
@@ -287,9 +291,10 @@ class CheckpointStore:
         return h.hexdigest()
 
     def load_latest(
-        self, *, config_hash: str | None = None, warn: Callable[[str], None] = _default_warn
+        self, *, config_hash: str | None = None, warn: Callable[[str], None] = _default_warn,
+        accept: Callable[[int], str | None] | None = None,
     ) -> Checkpoint | None:
-        """Newest valid checkpoint, falling back past corrupt ones with a warning naming them and why; None if the store is empty; CheckpointError if checkpoints exist but none is valid, or if config_hash differs (message shows both hashes)."""
+        """Newest valid checkpoint that `accept` (if given) has no objection to, falling back past corrupt ones with a warning naming them and why; None if the store is empty; CheckpointError if checkpoints exist but none is valid, or if config_hash differs (message shows both hashes)."""
         rounds = self.list()
         if not rounds:
             return None
@@ -306,6 +311,11 @@ class CheckpointStore:
                     f"checkpoint {self.path(r)} was written by another config: "
                     f"its config_hash is {man['config_hash']}, this run's is {config_hash}"
                 )
+            why = accept(r) if accept is not None else None  # e.g. a device host's own state of that round is bad
+            if why:
+                problems.append(f"{self.path(r)}: {why}")
+                warn(f"skipping checkpoint {self.path(r)}: {why}; falling back to an older one")
+                continue
             return Checkpoint(round=r, path=self.path(r), manifest=man, fs=self.fs)
         raise CheckpointError(
             f"no valid checkpoint under {self.uri} ({len(rounds)} present, all invalid):\n  " + "\n  ".join(problems)

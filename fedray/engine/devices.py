@@ -6,7 +6,7 @@ the shared parameters); private parameters and the error-feedback residual stay 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import warnings

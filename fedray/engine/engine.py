@@ -18,7 +18,7 @@ from fedray.checkpoint import CheckpointStore, arrays_to_table
 from fedray.config import config_digest, from_plain
 from fedray.core import clock, fusion, grouping, selection, ternary, validate
 from fedray.core.grouping import HW_FIELDS
-from fedray.engine.devices import DeviceFailure, DeviceUpdate, HostReport, decode_update
+from fedray.engine.devices import DeviceFailure, DeviceUpdate, decode_update
 from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOrder
 from fedray.engine.records import RoundRecord, records_from_table, records_table
 from fedray.engine.streams import Stream, stream, torch_seed
@@ -425,23 +425,26 @@ class RoundEngine:
         self.fleet.close()
 
     def checkpoint(self) -> str:
-        """Atomically write every group's model and strategy state, RNG state, device state and metrics."""
+        """Atomically write every group's model and strategy state, RNG state and metrics; each host writes its
+        devices' state itself, so private parameters never reach the driver."""
         files = {}
         for g in self.groups:
             files[f"group-{g.gid}"] = arrays_to_table(g.params)
             files[f"optimizer-{g.gid}"] = arrays_to_table(g.strategy.state())
             if g.replica is not None:
                 files[f"replica-{g.gid}"] = arrays_to_table(g.replica)
-        files["devices"] = arrays_to_table(self.fleet.export_state())
+        digest = config_digest(self.cfg)
+        self.fleet.checkpoint(self.round, digest)  # the hosts first: the driver's manifest then vouches for a round they hold
         files["metrics"] = self.metrics_table()
         rng_states = {"select": self.rng.bit_generator.state,
                       "clocks": {str(g.gid): g.clock.state() for g in self.groups}}
-        return self.store.save(self.round, files, config_hash=config_digest(self.cfg), rng_states=rng_states,
+        return self.store.save(self.round, files, config_hash=digest, rng_states=rng_states,
                                extra={"round": self.round})
 
     def restore(self, force: bool = False) -> int | None:
         """Continue from the newest valid checkpoint (falling back past corrupt ones); None when there is none."""
-        ckpt = self.store.load_latest(config_hash=None if force else config_digest(self.cfg), warn=self.log.append)
+        ckpt = self.store.load_latest(config_hash=None if force else config_digest(self.cfg), warn=self.log.append,
+                                      accept=self.fleet.checkpoint_problem)
         if ckpt is None:
             return None
         for g in self.groups:
@@ -451,7 +454,7 @@ class RoundEngine:
                 g.replica = ckpt.arrays(f"replica-{g.gid}")
             g.clock = clock.SimClock.from_state(ckpt.rng_states["clocks"][str(g.gid)])
         self.rng.bit_generator.state = ckpt.rng_states["select"]
-        self.fleet.import_state(ckpt.arrays("devices"))
+        self.fleet.restore(ckpt.round, ckpt.manifest["config_hash"])
         self.records = records_from_table(ckpt.table("metrics"))
         self.round = ckpt.round
         return self.round

@@ -7,10 +7,14 @@ and the engine fuses updates in device order, whatever order they arrive in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from fedray.checkpoint import CheckpointStore
+from fedray.engine.device_files import (device_checkpoint_problem, device_store, load_device_checkpoint,
+                                        save_device_checkpoint, write_device_state)
 from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
 from fedray.strategies.base import DeviceConfig
 from fedray.tasks.base import Task
@@ -73,12 +77,16 @@ class Fleet:
         """Metrics of the listed devices ((devices, groups) per host) under their groups' models."""
         raise NotImplementedError
 
-    def export_state(self) -> dict[str, np.ndarray]:
-        """Every device's persistent state, for a checkpoint."""
+    def checkpoint(self, round_: int, config_hash: str) -> None:
+        """Every host writes its own devices' state for a round (it never passes through the driver)."""
         raise NotImplementedError
 
-    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Give every host its devices' state from a checkpoint."""
+    def checkpoint_problem(self, round_: int) -> str | None:
+        """Why some host's state of a round cannot be resumed from (None when every host's can)."""
+        raise NotImplementedError
+
+    def restore(self, round_: int, config_hash: str) -> None:
+        """Every host restores its devices from its own checkpoint of a round."""
         raise NotImplementedError
 
     def save_local(self, run_dir: str) -> None:
@@ -95,9 +103,13 @@ class InProcessFleet(Fleet):
     def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str):
         self.cfg, self.task, self.data, self.run_dir = cfg, task, data, run_dir
         self.hosts: list[Devices] = []
+        self.stores: list[CheckpointStore] = []
 
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         self.hosts = [Devices(self.cfg, self.task, self.data, p.devices, p.tier, p.index) for p in plans]
+        ck = self.cfg["checkpoint"]
+        uri = ck["uri"] or str(Path(self.run_dir) / "checkpoints")
+        self.stores = [device_store(uri, ck["keep"], p.index) for p in plans]
         return [h.report() for h in self.hosts]
 
     def launch(self, order: TrainOrder) -> TrainOrder:
@@ -124,16 +136,18 @@ class InProcessFleet(Fleet):
             out += self.hosts[host].evaluate(devices, groups, params, widths, round_)
         return out
 
-    def export_state(self) -> dict[str, np.ndarray]:
-        return {k: v for h in self.hosts for k, v in h.export_state().items()}
+    def checkpoint(self, round_: int, config_hash: str) -> None:
+        for store, h in zip(self.stores, self.hosts):
+            save_device_checkpoint(store, h, round_, config_hash)
 
-    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        for h in self.hosts:
-            h.import_state(arrays)
+    def checkpoint_problem(self, round_: int) -> str | None:
+        return next((why for why in (device_checkpoint_problem(s, round_) for s in self.stores) if why), None)
+
+    def restore(self, round_: int, config_hash: str) -> None:
+        for store, h in zip(self.stores, self.hosts):
+            load_device_checkpoint(store, h, round_, config_hash)
 
     def save_local(self, run_dir: str) -> None:
-        from fedray.engine.device_files import write_device_state
-
         for index, h in enumerate(self.hosts):
             write_device_state(run_dir, index, h)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import ray
 
 from fedray import placement
@@ -111,12 +110,14 @@ class RayFleet(Fleet):
                 pass
         return out
 
-    def export_state(self) -> dict[str, np.ndarray]:
-        return {k: v for s in ray.get([h.export_state.remote() for h in self.hosts]) for k, v in s.items()}
+    def checkpoint(self, round_: int, config_hash: str) -> None:
+        ray.get([h.checkpoint.remote(round_, config_hash) for h in self.hosts])
 
-    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        ref = ray.put(dict(arrays))
-        ray.get([h.import_state.remote(ref) for h in self.hosts])
+    def checkpoint_problem(self, round_: int) -> str | None:
+        return next((why for why in ray.get([h.checkpoint_problem.remote(round_) for h in self.hosts]) if why), None)
+
+    def restore(self, round_: int, config_hash: str) -> None:
+        ray.get([h.restore.remote(round_, config_hash) for h in self.hosts])
 
     def save_local(self, run_dir: str) -> None:
         ray.get([h.save_local.remote(run_dir) for h in self.hosts])

@@ -13,7 +13,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import ray
 
-from fedray.engine.device_files import write_device_state
+from fedray.engine.device_files import (device_checkpoint_problem, device_store, load_device_checkpoint,
+                                        save_device_checkpoint, write_device_state)
 from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
 from fedray.engine.streams import Stream, stream
 from fedray.strategies.base import DeviceConfig
@@ -32,6 +33,8 @@ class DeviceHost:
         self.cfg, self.host_index, self.run_dir = cfg, host_index, run_dir
         task = build_task(cfg["task"])
         self.devices = Devices(cfg, task, task.load(int(cfg["seed"])), np.asarray(device_ids, np.int64), tier, host_index)
+        ck = cfg["checkpoint"]
+        self.store = device_store(ck["uri"] or str(Path(run_dir) / "checkpoints"), ck["keep"], host_index)
         with warnings.catch_warnings():  # Ray's own accessor trips its deprecated `actor_id` property
             warnings.simplefilter("ignore", DeprecationWarning)
             restarted = ray.get_runtime_context().was_current_actor_reconstructed
@@ -39,16 +42,10 @@ class DeviceHost:
             self._restore_from_checkpoint()
 
     def _restore_from_checkpoint(self) -> None:
-        """After a crash Ray restarts this host: its devices take their state from the newest valid checkpoint."""
-        from fedray.checkpoint import CheckpointStore
+        """After a crash Ray restarts this host: its devices take their state from its newest valid checkpoint."""
         from fedray.config import config_digest, from_plain
 
-        typed = from_plain(self.cfg)
-        store = CheckpointStore(typed.checkpoint.uri or str(Path(self.run_dir) / "checkpoints"))
-        ckpt = store.load_latest(config_hash=config_digest(typed), warn=lambda msg: None)
-        if ckpt is not None:
-            mine = {int(d) for d in self.devices.device_ids}
-            self.devices.import_state({k: v for k, v in ckpt.arrays("devices").items() if int(k.split("/")[0]) in mine})
+        load_device_checkpoint(self.store, self.devices, None, config_digest(from_plain(self.cfg)))
 
     def report(self) -> HostReport:
         """Device ids, their reported hardware and sample counts (what the driver groups by), and the node id."""
@@ -82,12 +79,20 @@ class DeviceHost:
         return self.devices.evaluate(devices, groups, params, widths, round_)
 
     def export_state(self) -> dict[str, np.ndarray]:
-        """Persistent state of every hosted device."""
+        """Persistent state of every hosted device (for tests that compare it with a checkpoint)."""
         return self.devices.export_state()
 
-    def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Restore hosted devices' state from a checkpoint."""
-        self.devices.import_state(arrays)
+    def checkpoint(self, round_: int, config_hash: str) -> None:
+        """Write this host's devices' state for a round to its own checkpoint store."""
+        save_device_checkpoint(self.store, self.devices, round_, config_hash)
+
+    def checkpoint_problem(self, round_: int) -> str | None:
+        """Why this host's state of a round cannot be resumed from (None when it can)."""
+        return device_checkpoint_problem(self.store, round_)
+
+    def restore(self, round_: int, config_hash: str) -> None:
+        """Restore this host's devices from its own checkpoint of a round."""
+        load_device_checkpoint(self.store, self.devices, round_, config_hash)
 
     def save_local(self, run_dir: str) -> str:
         """Write hosted devices' private state where only the device side reads it (used by `fedray recommend`)."""

@@ -87,3 +87,47 @@ def test_the_core_the_engine_the_strategies_and_the_tasks_never_import_ray():
             "import fedray.tasks.recommender\n"
             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_private_parameters_are_checkpointed_by_their_hosts_never_by_the_driver(tmp_path):
+    import pyarrow.parquet as pq
+
+    from fedray.checkpoint import CheckpointStore, table_to_arrays
+
+    e = engine(tmp_path, ["checkpoint.every=2", "train.rounds=2"])
+    for _ in range(2):
+        e.run_round()
+    driver_ckpt = tmp_path / "run" / "checkpoints" / "ckpt-00000002"
+    for f in driver_ckpt.glob("*.parquet"):
+        names = pq.read_table(f).column_names if f.stem == "metrics" else list(table_to_arrays(pq.read_table(f)))
+        assert not any("private" in n or n.endswith("/user") or n == "user" for n in names), f.name
+    hosts = sorted((tmp_path / "run" / "checkpoints" / "devices").glob("host-*"))
+    assert len(hosts) == len(e.fleet.hosts) == 3
+    held = {}
+    for h in hosts:
+        held.update(CheckpointStore(str(h)).load(2).arrays("devices"))
+    trained = {k for k in held if k.endswith("/private/user")}
+    assert len(trained) >= 10  # every device that trained keeps its user vector, on its own host's side
+    live = {k: v for h in e.fleet.hosts for k, v in h.export_state().items()}
+    assert all(np.array_equal(held[k], live[k]) for k in trained)
+
+
+def test_a_corrupt_host_checkpoint_makes_resume_fall_back_to_an_older_round(tmp_path):
+    a = engine(tmp_path, ["checkpoint.every=2", "train.rounds=6"], "a")
+    for _ in range(6):
+        a.run_round()
+    b = engine(tmp_path, ["checkpoint.every=2", "train.rounds=6"], "b")
+    for _ in range(4):
+        b.run_round()
+    blob = tmp_path / "b" / "checkpoints" / "devices" / "host-0001" / "ckpt-00000004" / "devices.parquet"
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(data)
+    c = RoundEngine(b.plain, str(tmp_path / "b"), InProcessFleet)
+    c.setup()
+    assert c.restore() == 2
+    assert any("host-0001" in line and "ckpt-00000004" in line for line in c.messages())
+    for _ in range(4):
+        c.run_round()
+    for k, v in a.groups[0].params.items():
+        assert v.tobytes() == c.groups[0].params[k].tobytes()

@@ -1,4 +1,5 @@
 """The Ray fleet against real DeviceHost actors: streaming results, crashes, deadlines."""
+import numpy as np
 import pytest
 
 from fedray.config import load_config, to_plain
@@ -85,4 +86,37 @@ def test_the_ray_fleet_and_the_in_process_fleet_give_bit_identical_weights(ray_l
         assert value.tobytes() == remote[name].tobytes(), name
     assert [r.metrics for r in local_records] == [r.metrics for r in ray_records]
     ray.get(driver.close.remote())
+    ray.kill(driver)
+
+
+@pytest.mark.ray
+def test_a_killed_host_comes_back_with_its_devices_state_from_its_own_checkpoint(ray_local, tmp_path):
+    import time
+
+    import ray
+
+    from fedray.checkpoint import CheckpointStore
+    from fedray.horizontal.driver import start_driver
+
+    cfg = load_config(None, [*BASE, "train.participants=10", "runtime.devices_per_actor=10", "checkpoint.every=2",
+                             "runtime.max_restarts=1", "compression.error_feedback=true"])
+    driver = start_driver(to_plain(cfg), str(tmp_path / "run"), 0.1)
+    ray.get(driver.setup.remote())
+    for _ in range(3):  # a checkpoint after round 2, then a round past it
+        ray.get(driver.run_round.remote())
+    hosts = ray.get(driver.__ray_call__.remote(lambda self: list(self.fleet.hosts)))
+    before = ray.get(hosts[0].export_state.remote())
+    ray.kill(hosts[0], no_restart=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            after = ray.get(hosts[0].export_state.remote(), timeout=10)
+            break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            assert time.monotonic() < deadline, "the host never came back"
+            time.sleep(0.5)
+    saved = CheckpointStore(str(tmp_path / "run" / "checkpoints" / "devices" / "host-0000")).load(2).arrays("devices")
+    assert after.keys() == saved.keys()
+    assert all(np.array_equal(after[k], saved[k]) for k in saved)
+    assert any(not np.array_equal(before[k], saved[k]) for k in saved)  # round 3 had moved on; the restart went back
     ray.kill(driver)
