@@ -1,4 +1,4 @@
-"""Fusion of client updates and server optimizers, over named float32 arrays."""
+"""Fusion of client updates over named float32 arrays: the weighted mean, and HeteroFL sharing across widths."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -21,41 +21,6 @@ def weighted_mean(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence
         for k, acc in out.items():
             acc += wi * upd[k]
     return out
-
-
-class ServerOptimizer:
-    """Applies a fused update to the global parameters: plain SGD (x += lr * d) or FedAdam (Reddi et al., 2021)."""
-
-    def __init__(self, kind: str = "sgd", lr: float = 1.0, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3):
-        if kind not in ("sgd", "fedadam"):
-            raise ValueError(f"server optimizer {kind!r}: allowed values are sgd, fedadam")
-        self.kind, self.lr, self.beta1, self.beta2, self.tau = kind, lr, beta1, beta2, tau
-        self.m: Params = {}
-        self.v: Params = {}
-
-    def step(self, params: Mapping[str, np.ndarray], direction: Mapping[str, np.ndarray]) -> Params:
-        """New parameters from the old ones and a fused ascent direction (a delta, or minus a gradient)."""
-        if self.kind == "sgd":
-            return {k: (p + np.float32(self.lr) * direction[k]).astype(np.float32) for k, p in params.items()}
-        out = {}
-        for k, p in params.items():
-            d = direction[k]
-            m = self.m.get(k, np.zeros_like(p))
-            v = self.v.get(k, np.zeros_like(p))
-            m = np.float32(self.beta1) * m + np.float32(1 - self.beta1) * d
-            v = np.float32(self.beta2) * v + np.float32(1 - self.beta2) * d * d
-            self.m[k], self.v[k] = m, v
-            out[k] = (p + np.float32(self.lr) * m / (np.sqrt(v) + np.float32(self.tau))).astype(np.float32)
-        return out
-
-    def state(self) -> Params:
-        """Moment arrays for a checkpoint (empty for SGD)."""
-        return {**{f"m/{k}": v for k, v in self.m.items()}, **{f"v/{k}": v for k, v in self.v.items()}}
-
-    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore moments written by state()."""
-        self.m = {k[2:]: np.array(v) for k, v in state.items() if k.startswith("m/")}
-        self.v = {k[2:]: np.array(v) for k, v in state.items() if k.startswith("v/")}
 
 
 def share_overlap(models: Sequence[Mapping[str, np.ndarray]]) -> list[Params]:

@@ -4,7 +4,7 @@ All three apply, per coordinate, to the sample-weighted mean d of the deltas:
     m = beta1 * m + (1 - beta1) * d
     v = second_moment(v, d)                  (the only difference between the three)
     x = x + server_lr * m / (sqrt(v) + tau)
-with m and v starting at zero and no bias correction, in float32 (FedAdam is fusion.ServerOptimizer("fedadam")).
+with m and v starting at zero and no bias correction, in float32 (FedAdam matches the FedAdam fedray had before strategies, bit for bit).
 """
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ class AdaptiveStrategy(Strategy):
         return out
 
     def state(self) -> Params:
-        """The moments, keyed m/<name> and v/<name> (the layout of fusion.ServerOptimizer's checkpoints)."""
+        """The moments, keyed m/<name> and v/<name> (the layout older checkpoints used)."""
         return {**{f"m/{k}": v for k, v in self.m.items()}, **{f"v/{k}": v for k, v in self.v.items()}}
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore the moments written by state() (or by fusion.ServerOptimizer); unknown keys are an error."""
+        """Restore the moments written by state() (or by the pre-strategy optimizer); unknown keys are an error."""
         moments = load_prefixed(state, ("m", "v"))
         self.m, self.v = moments["m"], moments["v"]
 

@@ -67,7 +67,7 @@ class Strategy:
 
 
 def server_step(params: Mapping[str, np.ndarray], direction: Mapping[str, np.ndarray], server_lr: float) -> Params:
-    """Server SGD step x + lr * d in float32, the exact arithmetic of fusion.ServerOptimizer("sgd")."""
+    """Server SGD step x + lr * d in float32, the exact arithmetic of the server step fedray used before strategies."""
     return {k: (p + np.float32(server_lr) * direction[k]).astype(np.float32) for k, p in params.items()}
 
 

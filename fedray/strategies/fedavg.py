@@ -14,7 +14,7 @@ class FedAvg(Strategy):
 
     def aggregate(self, round_: int, params: Mapping[str, np.ndarray], updates: Sequence[Mapping[str, np.ndarray]],
                   weights: Sequence[float]) -> Params:
-        """params + server_lr * weighted mean, bit-identical to fusion.ServerOptimizer("sgd") on fusion.weighted_mean."""
+        """params + server_lr * weighted mean, bit-identical to the server SGD step fedray used before strategies."""
         check_updates(params, updates)
         return server_step(params, fusion.weighted_mean(updates, weights), self.server_lr)
 
