@@ -28,6 +28,12 @@ checkpoint's iteration. PSI orders the aligned rows by a fresh blinding key, so 
 a resume are drawn with the saved generator over a new row order; vertical runs are not
 bit-reproducible anyway (CKKS noise, random masks).
 
+SecureBoost (``vertical.model: secureboost``, ``fedray.vertical.secureboost``) runs through the
+same loop with boosting actors: one iteration is one tree (``vertical.boost.trees`` of them), the
+business party's model file holds the trees and each provider's its split lookup table; its
+checkpoint holds ``party-business-trees``, ``party-business-scores`` (scores keyed by id) and each
+provider's split tables (a resume needs the same ``provider_workers``).
+
 Faults. Party actors are named ``fedray-vertical-<run>-<party>`` (``-<k>`` per provider worker).
 If one dies, or rejects a message (a ``CKKSError``: a ciphertext of another context), the run
 stops with a ``VerticalPartyError`` naming the party and the last checkpoint to resume from.

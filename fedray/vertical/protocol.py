@@ -25,7 +25,6 @@ rows, whose training part is reused as the next full-batch step's forward pass).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

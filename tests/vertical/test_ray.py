@@ -1,7 +1,5 @@
 """One small real Ray run: actors, ObjectRef forwarding, output files, message audit."""
-from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
