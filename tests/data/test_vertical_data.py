@@ -157,3 +157,18 @@ def test_csv_round_trip_with_random_missing_cells(tmp_path_factory, rows, cols, 
     t = read_party(path, missing="median")
     assert np.array_equal(np.isnan(t.features), mask)
     assert np.array_equal(t.features[~mask], values[~mask])
+
+
+def test_check_party_files_follows_the_missing_policy(tmp_path):
+    from types import SimpleNamespace
+
+    from fedray.data.vertical import check_party_files
+
+    g = _write(tmp_path, "id,y,x0\n1,0,\n2,1,3\n", "g.csv")
+    h = _write(tmp_path, "id,x0\n1,NA\n2,4\n", "h.csv")
+    v = SimpleNamespace(business_path=g, provider_paths=[h], id_column="id", label_column="y",
+                        model="logistic", missing="mean")
+    check_party_files(v)
+    check_party_files(SimpleNamespace(**{**vars(v), "model": "secureboost"}))
+    with pytest.raises(VerticalDataError, match=r"g\.csv:2: column 'x0': missing value"):
+        check_party_files(SimpleNamespace(**{**vars(v), "missing": "error"}))
