@@ -1,6 +1,5 @@
 import random
 
-import numpy as np
 import pytest
 
 from fedray.vertical.psi import BlindingKey, BusinessPSI, ProviderPSI, PSIError, dedup, hash_to_point, intersect

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import tenseal as ts
 
 from fedray.data.vertical import read_party
 from fedray.vertical import ckks
