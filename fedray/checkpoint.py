@@ -420,6 +420,18 @@ class CheckpointStore:
         if old is not None:
             self.fs.delete_dir(old)
 
+    def probe(self) -> None:
+        """Write and delete a small object, so a missing bucket or an unreachable endpoint fails before a run starts."""
+        path = self._join(f".probe-{os.getpid()}")
+        try:
+            self.fs.create_dir(self.base, recursive=True)
+            with self.fs.open_output_stream(path) as f:
+                f.write(b"fedray")
+            self.fs.delete_file(path)
+        except (OSError, pa.ArrowException) as e:
+            raise CheckpointError(f"checkpoint.uri={self.uri!r}: cannot write there ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else e})") from None
+
     def _remove_stale_tmp(self) -> None:
         for info in self._entries():
             if info.base_name.startswith(_TMP_PREFIX):

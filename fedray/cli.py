@@ -39,6 +39,10 @@ def _preflight(cfg) -> None:
         check_negatives(load_recdata(cfg.data, cfg.seed), cfg.data.eval_negatives)
     else:
         check_horizontal(to_plain(cfg))
+    if cfg.checkpoint.uri:  # a missing bucket or an unreachable endpoint fails now, not at the first checkpoint
+        from fedray.checkpoint import CheckpointStore
+
+        CheckpointStore(cfg.checkpoint.uri, cfg.checkpoint.keep).probe()
 
 
 def check_horizontal(plain: dict) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedray import placement
+from fedray.checkpoint import CheckpointError
 from fedray.config import to_plain
 from fedray.engine.records import RoundRecord
 from fedray.horizontal.driver import start_driver
@@ -45,6 +46,9 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         for line in info.log:
             console.print(f"  {line}")
         start = ray.get(driver.restore.remote(force)) if resume else None
+        if resume and start is None:
+            raise CheckpointError(f"{run_dir}: no checkpoint under {cfg.checkpoint.uri or Path(run_dir) / 'checkpoints'} "
+                                  "to resume from (the run stopped before its first checkpoint: run it again)")
         shown = ray.get(driver.messages.remote())
         for line in shown[len(info.log):]:
             console.print(f"[yellow]{line}[/]")
