@@ -19,11 +19,12 @@ from fedray.metrics import plot_curves, summarize, summary_table
 from fedray.runtime import ClusterError, check_tiers
 
 
-def progress_status(records: list[RoundRecord]) -> str:
-    """The progress line's text: each group's training loss and its latest metrics."""
+def progress_status(records: list[RoundRecord], latest: dict[int, dict[str, float]]) -> str:
+    """The progress line's text: each group's training loss and its latest evaluated metrics."""
     parts = []
     for r in records:
-        shown = "".join(f" {name} {value:.3f}" for name, value in sorted(r.metrics.items()) if not math.isnan(value))
+        latest[r.group] = {**latest.get(r.group, {}), **r.metrics}
+        shown = "".join(f" {name} {value:.3f}" for name, value in sorted(latest[r.group].items()) if not math.isnan(value))
         parts.append(f"g{r.group}: loss {r.train_loss:.3f}{shown}")
     return "  ".join(parts)
 
@@ -66,9 +67,7 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
                     for line in log[len(shown):]:
                         progress.console.print(f"[yellow]{line}[/]")
                     shown = log
-                for r in recs:
-                    latest[r.group] = r.metrics = {**latest.get(r.group, {}), **r.metrics}
-                progress.update(bar, advance=1, status=progress_status(recs))
+                progress.update(bar, advance=1, status=progress_status(recs, latest))
         ray.get(driver.finish.remote())
         records = ray.get(driver.metrics_table.remote()).to_pylist()
         rows = summarize(records)
