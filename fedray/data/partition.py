@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from fedray.data.movielens import DataError
+from fedray.engine.streams import Stream, stream
 
 
 @dataclass
@@ -76,7 +77,7 @@ def eval_negatives(data: RecData, users: np.ndarray, n_neg: int, seed: int) -> n
         free = data.n_items - len(np.unique(seen))
         if free < n_neg:
             raise DataError(f"user {data.user_ids[u]}: only {free} unseen items for {n_neg} evaluation negatives")
-        rng = np.random.default_rng([seed, 9173, int(u)])
+        rng = stream(seed, Stream.EVAL_NEGATIVES, int(u))
         picked = np.empty(0, np.int32)
         while len(picked) < n_neg:
             cand = rng.integers(0, data.n_items, 2 * n_neg, dtype=np.int32)

@@ -5,12 +5,13 @@ import numpy as np
 import pyarrow as pa
 
 from fedray.data.movielens import RATINGS_SCHEMA
+from fedray.engine.streams import Stream, stream
 
 
 def synthetic_ratings(users: int, items: int, mean_interactions: int, latent_dim: int,
                       popularity_skew: float, seed: int) -> pa.Table:
     """Ratings table in the MovieLens schema: each user picks items by popularity x latent affinity (Gumbel top-k)."""
-    rng = np.random.default_rng([seed, 7001])
+    rng = stream(seed, Stream.SYNTHETIC)
     item_vec = rng.normal(0.0, 1.0, (items, latent_dim)).astype(np.float32)
     popularity = -popularity_skew * np.log(np.arange(1, items + 1, dtype=np.float32))
     popularity = popularity[rng.permutation(items)]

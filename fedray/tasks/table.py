@@ -22,13 +22,10 @@ import torch
 from fedray.data.movielens import DataError
 from fedray.data.partitioners import METHODS, check_method, partition
 from fedray.data.tables import load_table
+from fedray.engine.streams import Stream, stream
 from fedray.tasks.base import Task, TrainContext, TrainResult
 
 OPTIMIZERS = ("sgd", "adam")
-# Tags of the streams load() draws from, (seed, tag): apart from each other and from the engine's registry
-# (fedray.engine.streams, tags below 100), which a user's task need not import.
-PARTITION_STREAM = 100
-HOLDOUT_STREAM = 101
 
 
 @dataclass(frozen=True)
@@ -92,9 +89,9 @@ class PartitionedTask(Task):
         x, y, groups = self.rows()
         if self.partition == "natural" and groups is None:
             raise ValueError(f"{type(self).__name__}: partition 'natural' needs a group column (task.group_by)")
-        parts = partition(self.partition, n_devices=self.devices, rng=np.random.default_rng([seed, PARTITION_STREAM]),
+        parts = partition(self.partition, n_devices=self.devices, rng=stream(seed, Stream.PARTITION),
                           labels=y, ids=groups, **self.params)
-        splits = holdout(y, parts, self.test_fraction, np.random.default_rng([seed, HOLDOUT_STREAM]))
+        splits = holdout(y, parts, self.test_fraction, stream(seed, Stream.HOLDOUT))
         empty = [d for d, (train, _) in enumerate(splits) if len(train) == 0]
         if empty:
             raise DataError(f"device {empty[0]} has no training rows after holding out test_fraction="
