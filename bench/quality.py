@@ -92,11 +92,11 @@ def final(records: list[dict], metric: str) -> dict:
             "bits": statistics.mean(bits) if bits else 32.0, "wall_s": sum(r.get("wall_s", 0.0) for r in records)}
 
 
-def print_table(title: str, label: str, rows: list[tuple[str, dict]], reference: str) -> None:
-    """A fixed-width table of the final metric (and its ratio to a reference row) and the traffic."""
+def print_table(title: str, label: str, rows: list[tuple[str, dict]], reference: str, short: str) -> None:
+    """A fixed-width table of the final metric (and its ratio to a reference row, named short) and the traffic."""
     base = dict(rows)[reference]["metric"]
     print(title)
-    head = f"{'run':<34}{label:>10}{'vs ' + reference.split()[0]:>12}{'MB up':>10}{'vs f32':>8}{'bits/el':>9}{'wall s':>8}"
+    head = f"{'run':<34}{label:>10}{'vs ' + short:>12}{'MB up':>10}{'vs f32':>8}{'bits/el':>9}{'wall s':>8}"
     print(head)
     print("-" * len(head))
     for name, f in rows:
@@ -175,14 +175,14 @@ def main(argv: list[str] | None = None) -> None:
                 cfg = load_config(ROOT / work.conf, args.overrides)
                 print_table(f"\n{name} ({work.conf}, seed {seed}): {cfg.train.rounds} rounds, "
                             f"{cfg.train.participants:g} devices per round; {work.label} at the end "
-                            f"({time.perf_counter() - t0:.0f} s)", work.label, list(rows.items()), "float FedAvg")
+                            f"({time.perf_counter() - t0:.0f} s)", work.label, list(rows.items()), "float FedAvg", "float")
                 gaps.append(rows["ternary FedAvg"]["metric"] / rows["float FedAvg"]["metric"] - 1)
             if args.seeds > 1:
                 print(f"{name}: ternary vs float over {args.seeds} seeds: mean {statistics.mean(gaps):+.2%}, "
                       f"sd {statistics.stdev(gaps):.2%}")
             if args.robust and work.non_iid:
                 print_table(f"\n{name}: robustness, 20 % of devices sign-flip their update x4 (float updates)",
-                            work.label, robustness(name, work, list(args.overrides), tmp), "FedAvg, no attack")
+                            work.label, robustness(name, work, list(args.overrides), tmp), "FedAvg, no attack", "clean")
 
 
 if __name__ == "__main__":
