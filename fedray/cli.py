@@ -25,13 +25,9 @@ def _run_dir(cfg) -> Path:
 def _preflight(cfg) -> None:
     """Read the job's input once before anything is created, so bad data stops the run with exit code 2."""
     if cfg.job == "vertical":
-        from fedray.data.vertical import read_party
+        from fedray.data.vertical import check_party_files
 
-        v = cfg.vertical
-        read_party(v.business_path, v.id_column, v.label_column,
-                   label_kind="binary" if v.model == "logistic" else "real")
-        for path in v.provider_paths:
-            read_party(path, v.id_column)
+        check_party_files(cfg.vertical)  # with the run's missing-value policy and the model's label kind
     elif cfg.job == "centralized":
         from fedray.data import load_recdata
         from fedray.data.partition import check_negatives
