@@ -272,11 +272,11 @@ def test_stop_a_running_job(cluster, own_cluster, tmp_path):
 @pytest.mark.ray
 def test_auth_failures_say_what_to_do(cluster, own_cluster, tmp_path):
     wrong = cluster.fedray("status", "raysubmit_x", "--address", cluster.address, "--token", "not-the-token")
-    out = " ".join(wrong.stdout.split())  # rich wraps long lines
+    out = " ".join((wrong.stdout + wrong.stderr).split())  # rich wraps long lines; errors go to stderr
     assert wrong.returncode == 2 and "the token from --token was sent" in out and "RAY_AUTH_TOKEN" in out, out
     none = cluster.fedray("status", "raysubmit_x", "--address", cluster.address,
                           env={**cluster.plain_env, "HOME": str(tmp_path)})  # no ~/.ray/auth_token either
-    out = " ".join(none.stdout.split())
+    out = " ".join((none.stdout + none.stderr).split())
     assert none.returncode == 2 and "no token was sent" in out and "ray get-auth-token" in out, out
 
 

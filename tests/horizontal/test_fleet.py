@@ -91,6 +91,7 @@ def test_the_ray_fleet_and_the_in_process_fleet_give_bit_identical_weights(ray_l
 
 @pytest.mark.ray
 def test_a_killed_host_comes_back_with_its_devices_state_from_its_own_checkpoint(ray_local, tmp_path):
+    import os
     import time
 
     import ray
@@ -106,15 +107,18 @@ def test_a_killed_host_comes_back_with_its_devices_state_from_its_own_checkpoint
         ray.get(driver.run_round.remote())
     hosts = ray.get(driver.__ray_call__.remote(lambda self: list(self.fleet.hosts)))
     before = ray.get(hosts[0].export_state.remote())
+    pid = ray.get(hosts[0].__ray_call__.remote(lambda self: os.getpid()))
     ray.kill(hosts[0], no_restart=False)
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # until the restarted process (another pid) answers
         try:
-            after = ray.get(hosts[0].export_state.remote(), timeout=10)
-            break
+            if ray.get(hosts[0].__ray_call__.remote(lambda self: os.getpid()), timeout=10) != pid:
+                break
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            assert time.monotonic() < deadline, "the host never came back"
-            time.sleep(0.5)
+            pass
+        assert time.monotonic() < deadline, "the host never came back"
+        time.sleep(0.5)
+    after = ray.get(hosts[0].export_state.remote())
     saved = CheckpointStore(str(tmp_path / "run" / "checkpoints" / "devices" / "host-0000")).load(2).arrays("devices")
     assert after.keys() == saved.keys()
     assert all(np.array_equal(after[k], saved[k]) for k in saved)
