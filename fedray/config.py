@@ -23,7 +23,7 @@ class RuntimeConfig:
     num_cpus: Optional[int] = None  # CPUs the embedded cluster declares (None: all cores)
     actor_cpus: float = 0.25  # CPUs each device-host actor asks for: fractional so many fit on 2 cores
     driver_cpus: float = 0.25
-    devices_per_actor: int = 100  # simulated devices one actor hosts, each with its own state
+    devices_per_actor: Optional[int] = None  # devices one host actor holds; unset: one host per CPU of the cluster
     round_timeout_s: float = 300.0  # wall-clock deadline for one round's updates (ray.wait)
     max_restarts: int = 3  # times Ray restarts a crashed device host; it then rejoins from the last checkpoint
     placement: str = "default"  # default (Ray's scheduler) | spread | pack: one placement group per tier

@@ -75,11 +75,15 @@ def split_by_share(n: int, shares: list[float], rng: np.random.Generator) -> lis
     return [np.sort(part) for part in np.split(perm, np.cumsum(counts)[:-1])]
 
 
-def host_plans(n_devices: int, tiers: list[dict], devices_per_actor: int, seed: int) -> list[HostPlan]:
-    """Devices split over tiers by share, then each tier's devices cut into hosts of at most devices_per_actor."""
+def host_plans(n_devices: int, tiers: list[dict], devices_per_actor: int | None, seed: int,
+               slots: int = 1) -> list[HostPlan]:
+    """Devices split over tiers by share, then each tier's devices cut into hosts of at most devices_per_actor
+    (unset: the fleet's host slots, one per CPU of the cluster, shared out by the tiers' shares)."""
     plans: list[HostPlan] = []
     for tier, devices in zip(tiers, split_by_share(n_devices, [t["share"] for t in tiers], stream(seed, Stream.TIERS))):
-        for chunk in np.array_split(devices, max(1, -(-len(devices) // devices_per_actor))):
+        hosts = (-(-len(devices) // devices_per_actor) if devices_per_actor
+                 else min(len(devices), max(1, round(slots * tier["share"]))))
+        for chunk in np.array_split(devices, max(1, hosts)):
             if len(chunk):
                 plans.append(HostPlan(len(plans), tier, chunk))
     return plans
@@ -193,7 +197,7 @@ class RoundEngine:
         cfg = self.cfg
         n = len(self.data)
         tiers = [dict(t) for t in self.plain["tiers"]]
-        plans = host_plans(n, tiers, cfg.runtime.devices_per_actor, cfg.seed)
+        plans = host_plans(n, tiers, cfg.runtime.devices_per_actor, cfg.seed, self.fleet.host_slots())
         self.host_of = np.zeros(n, np.int32)
         self.tier_of = np.zeros(n, np.int16)
         for p in plans:

@@ -56,6 +56,10 @@ class Arrivals:
 class Fleet:
     """The engine's view of the device hosts."""
 
+    def host_slots(self) -> int:
+        """How many hosts the fleet can run side by side (the default host count: one per CPU)."""
+        return 1
+
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         """Start the hosts and return what each reports."""
         raise NotImplementedError

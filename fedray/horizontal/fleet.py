@@ -57,6 +57,9 @@ class RayFleet(Fleet):
         self.cfg, self.run_dir = cfg, run_dir
         self.hosts: list[Any] = []
 
+    def host_slots(self) -> int:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         rt = self.cfg["runtime"]
         by_tier: dict[str, list[HostPlan]] = {}

@@ -131,3 +131,16 @@ def test_a_corrupt_host_checkpoint_makes_resume_fall_back_to_an_older_round(tmp_
         c.run_round()
     for k, v in a.groups[0].params.items():
         assert v.tobytes() == c.groups[0].params[k].tobytes()
+
+
+def test_hosts_follow_the_clusters_cpus_unless_devices_per_actor_is_set():
+    from fedray.engine.engine import host_plans
+
+    one = [{"name": "default", "share": 1.0}]
+    assert len(host_plans(671, one, None, 0, slots=2)) == 2  # a 2-core box does not start 7 hosts
+    assert len(host_plans(671, one, 100, 0, slots=2)) == 7
+    three = [{"name": "high", "share": 0.2}, {"name": "mid", "share": 0.3}, {"name": "low", "share": 0.5}]
+    plans = host_plans(100, three, None, 0, slots=8)
+    assert [sum(p.tier["name"] == t["name"] for p in plans) for t in three] == [2, 2, 4]
+    assert sorted(np.concatenate([p.devices for p in plans]).tolist()) == list(range(100))
+    assert len(host_plans(3, one, None, 0, slots=8)) == 3  # never more hosts than devices
