@@ -1,12 +1,10 @@
 """Server strategies by name (`strategy.name`) or by import path (`strategy.target: "pkg.module:Class"`)."""
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from typing import Any, Mapping
 
+from fedray.imports import TargetError, import_target
 from fedray.strategies.adaptive import FedAdagrad, FedAdam, FedYogi
 from fedray.strategies.base import DeviceConfig, RoundPlan, Strategy
 from fedray.strategies.fedavg import FedAvg, FedAvgM, FedProx
@@ -60,26 +58,11 @@ def constructor_arguments(cls: type[Strategy], params: Mapping[str, Any]) -> dic
 
 def import_strategy(target: str) -> type[Strategy]:
     """The Strategy subclass at "pkg.module:Class", importable from the working directory too (as `python -m` is)."""
-    where = f"strategy.target={target!r}"
-    module_name, colon, attribute = target.partition(":")
-    if not colon or not module_name or not attribute:
-        raise StrategyError(f"{where}: expected 'package.module:Class'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise StrategyError(f"{where}: no module named {module_name!r}") from e
-        raise StrategyError(f"{where}: importing module {module_name!r} failed: {e}") from e
-    except Exception as e:  # the user's module raised while importing: name it, with the cause attached
-        raise StrategyError(f"{where}: importing module {module_name!r} raised {type(e).__name__}: {e}") from e
-    found: Any = module
-    for part in attribute.split("."):
-        if not hasattr(found, part):
-            raise StrategyError(f"{where}: module {module_name!r} has no attribute {attribute!r}")
-        found = getattr(found, part)
+        found = import_target(target, "strategy.target")
+    except TargetError as e:
+        raise StrategyError(str(e)) from e.__cause__
     if not (inspect.isclass(found) and issubclass(found, Strategy)):
-        raise StrategyError(f"{where}: {attribute!r} is not a subclass of fedray.strategies.Strategy "
-                            f"(got {type(found).__name__} {found!r})")
+        raise StrategyError(f"strategy.target={target!r}: {target.partition(':')[2]!r} is not a subclass of "
+                            f"fedray.strategies.Strategy (got {type(found).__name__} {found!r})")
     return found

@@ -4,14 +4,12 @@ Every problem becomes a TaskError naming the target and what is wrong, raised be
 """
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from typing import Any, Mapping
 
 import torch
 
+from fedray.imports import TargetError, import_target
 from fedray.tasks.base import Task
 
 # name -> (positional parameters after self) the engine calls it with
@@ -22,32 +20,16 @@ class TaskError(ValueError):
     """A task target that cannot be used; the message names it and the problem."""
 
 
-def import_target(target: str, what: str) -> Any:
-    """The object at "pkg.module:Name" (the working directory is importable, so a job's own module works)."""
-    module_name, sep, attr = str(target).partition(":")
-    if not sep or not module_name or not attr:
-        raise TaskError(f"{what}={target!r}: expected 'package.module:Name'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise TaskError(f"{what}={target!r}: no module named {e.name!r}") from None
-    except Exception as e:  # the user's module raised on import
-        raise TaskError(f"{what}={target!r}: importing {module_name!r} failed: {type(e).__name__}: {e}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise TaskError(f"{what}={target!r}: module {module_name!r} has no attribute {attr!r}") from None
-
-
 def build_task(section: Mapping[str, Any]) -> Task:
     """Instantiate the task a config's `task` section names, with the section's other keys as keyword arguments."""
     kwargs = dict(section)
     target = kwargs.pop("target", None)
     if not target:
         raise TaskError("task.target is not set: name your task class as 'package.module:Class'")
-    cls = import_target(target, "task.target")
+    try:
+        cls = import_target(target, "task.target")
+    except TargetError as e:
+        raise TaskError(str(e)) from e.__cause__
     if not (inspect.isclass(cls) and issubclass(cls, Task)):
         raise TaskError(f"task.target={target!r}: {cls!r} is not a subclass of fedray.tasks.Task")
     for name, arity in METHODS.items():

@@ -114,8 +114,8 @@ def test_a_user_strategy_in_a_package_subclassing_a_builtin(user_dir):
 
 
 @pytest.mark.parametrize("target, message", [
-    ("my_strategies.Scaled", "expected 'package.module:Class'"),
-    ("my_strategies:", "expected 'package.module:Class'"),
+    ("my_strategies.Scaled", "expected 'package.module:Name'"),
+    ("my_strategies:", "expected 'package.module:Name'"),
     ("missing_pkg.mod:Cls", "strategy.target='missing_pkg.mod:Cls': no module named 'missing_pkg.mod'"),
     ("my_strategies:Absent", "strategy.target='my_strategies:Absent': module 'my_strategies' has no attribute 'Absent'"),
     ("my_strategies:NotAStrategy", "'NotAStrategy' is not a subclass of fedray.strategies.Strategy"),
