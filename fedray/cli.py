@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from fedray.checkpoint import CheckpointError
     from fedray.data import DataError
     from fedray.data.vertical import VerticalDataError
+    from fedray.horizontal.driver import DriverLost
     from fedray.vertical.errors import VerticalPartyError
     from fedray.runtime import ClusterError
     from fedray.jobs import JobError
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
         errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return EXIT_USAGE
-    except VerticalPartyError as e:  # a party died or rejected a message: a fault, resumable (exit 1)
+    except (VerticalPartyError, DriverLost) as e:  # a party or the driver died: a fault, resumable (exit 1)
         from rich.markup import escape
 
         errors.print(f"[red]error:[/] {escape(str(e))}", highlight=False)

@@ -9,6 +9,7 @@ process, scoped to its temp dirs and GCS port, never with a machine-wide `ray st
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -244,7 +245,14 @@ def test_ray_job_submit_runs_the_job_unchanged_on_tier_nodes(cluster, own_cluste
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "succeeded" in (r.stdout + r.stderr)
     _artifacts(run, 2)
-    assert set(pq.read_table(run / "grouping.parquet").column("tier").to_pylist()) == {"edge"}
+    grouping = pq.read_table(run / "grouping.parquet")
+    assert set(grouping.column("tier").to_pylist()) == {"edge"}
+    nodes = cluster.run([str(BIN / "ray"), "list", "nodes", "--address", cluster.address, "--format", "json"])
+    assert nodes.returncode == 0, nodes.stdout[-2000:] + nodes.stderr[-2000:]
+    edge = [n["node_id"] for n in json.loads(nodes.stdout) if "fedray_tier_edge" in n.get("resources_total", {})]
+    head = [n["node_id"] for n in json.loads(nodes.stdout) if n.get("is_head_node")]
+    assert len(edge) == 1 and edge != head
+    assert set(grouping.column("node").to_pylist()) == set(edge)  # every device host ran on the edge node
 
 
 @pytest.mark.ray

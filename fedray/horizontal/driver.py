@@ -1,6 +1,8 @@
 """The Ray driver: the round engine with the Ray fleet, made a remote actor at launch (as Ray Train does)."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -16,6 +18,15 @@ class Driver(RoundEngine):
         super().__init__(cfg, run_dir, RayFleet)
 
 
+class DriverLost(RuntimeError):
+    """The driver actor died mid-run; the message says which round and how to resume."""
+
+
+def driver_name(run_dir: str | Path) -> str:
+    """The driver actor's name for a run, so operators (and tests) can find it with ray.get_actor."""
+    return f"fedray-driver-{hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]}"
+
+
 def start_driver(cfg: dict, run_dir: str, num_cpus: float) -> Any:
     """The Driver actor for a run (an ActorHandle; its methods are the engine's)."""
-    return ray.remote(Driver).options(num_cpus=num_cpus).remote(cfg, run_dir)
+    return ray.remote(Driver).options(num_cpus=num_cpus, name=driver_name(run_dir)).remote(cfg, run_dir)

@@ -14,7 +14,7 @@ from fedray import placement
 from fedray.checkpoint import CheckpointError
 from fedray.config import to_plain
 from fedray.engine.records import RoundRecord
-from fedray.horizontal.driver import start_driver
+from fedray.horizontal.driver import DriverLost, driver_name, start_driver
 from fedray.metrics import plot_curves, summarize, summary_table
 from fedray.runtime import ClusterError, check_tiers
 
@@ -39,7 +39,6 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         try:
             info = ray.get(driver.setup.remote())
         except ray.exceptions.RayTaskError as e:
-            ray.kill(driver)
             if isinstance(e.cause, ClusterError):  # the fleet's capacity check: surface its message, not a traceback
                 raise e.cause from None
             raise
@@ -60,8 +59,12 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
                       TimeElapsedColumn(), console=console, transient=False) as progress:
             bar = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
             latest: dict[int, dict[str, float]] = {}
-            for _ in range(start, cfg.train.rounds):
-                recs = ray.get(driver.run_round.remote())
+            for round_ in range(start, cfg.train.rounds):
+                try:
+                    recs = ray.get(driver.run_round.remote())
+                except ray.exceptions.RayActorError:
+                    raise DriverLost(f"the driver actor {driver_name(run_dir)} died during round {round_}; the run "
+                                     f"stopped. Continue it from its newest checkpoint: fedray resume {run_dir}") from None
                 if any(r.failures or r.rejected or r.retries for r in recs):
                     log = ray.get(driver.messages.remote())
                     for line in log[len(shown):]:
@@ -75,7 +78,7 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         plot_curves(records, Path(run_dir) / "curves.png")
         (Path(run_dir) / "summary.json").write_text(json.dumps(rows, indent=1))
         ray.get(driver.close.remote())
+    finally:  # the driver (its name frees for a resume) and the placement groups go, however the run ended
         ray.kill(driver)
-    finally:  # placement groups belong to the job, not the driver: free them however the run ended
         placement.release(run_dir, [t.name for t in cfg.tiers])
     return rows

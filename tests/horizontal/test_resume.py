@@ -94,3 +94,29 @@ def test_all_checkpoints_corrupt_is_a_clear_error(ray_local, tmp_path, capsys):
     capsys.readouterr()
     assert main(["resume", str(run)]) == 2
     assert "no valid checkpoint" in "".join(capsys.readouterr()).lower()
+
+
+@pytest.mark.ray
+def test_a_killed_driver_actor_ends_the_run_with_one_line_and_resume_is_bit_identical(ray_local, reference, tmp_path,
+                                                                                      capsys):
+    import threading
+
+    from fedray.horizontal.driver import driver_name
+
+    run = tmp_path / "run"
+    codes = []
+    job = threading.Thread(target=lambda: codes.append(main(["run", *JOB, f"run_dir={run}"])))
+    job.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-00000004")):
+        time.sleep(0.05)
+    ray_local.kill(ray_local.get_actor(driver_name(run)))
+    job.join(timeout=120)
+    assert not job.is_alive() and codes == [1]
+    out = "".join(capsys.readouterr())
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "driver actor" in errors[0] and "Traceback" not in out
+    assert f"fedray resume {run}" in " ".join(out.split())
+    assert main(["resume", str(run)]) == 0
+    assert "resumed from the checkpoint of round" in "".join(capsys.readouterr())
+    assert_bit_identical(final_state(run), reference)
