@@ -491,6 +491,25 @@ class LocalTransport:
         return list(handles)
 
 
+def code_features(t: Transport, groups: dict[str, list[str]]) -> tuple[dict[str, int], dict, Any]:
+    """Number every provider worker's features into the shared code set (blocks the business party assigns per
+    party), then hand every provider the business party's public context -> (feature count per worker, the
+    code block of each party, the context as the transport returned it)."""
+    providers = [k for keys in groups.values() for k in keys]
+    counts = dict(zip(providers, t.get([t.call(k, "feature_count") for k in providers])))
+    blocks = t.get([t.call(BUSINESS, "assign_codes", [(p, sum(counts[k] for k in keys)) for p, keys in groups.items()])])[0]
+    done = []
+    for p, keys in groups.items():
+        offset = blocks[p][0]
+        for k in keys:
+            done.append(t.call(k, "set_codes", offset, counts[k]))
+            offset += counts[k]
+    t.get(done)
+    ctx = t.call(BUSINESS, "public_context")
+    t.get([t.call(k, "set_context", ctx) for k in providers])
+    return counts, blocks, ctx
+
+
 def align(t: Transport, groups: dict[str, list[str]]) -> tuple[int, list[int]]:
     """PSI between the business party and every provider through the driver; every worker of a
     provider gets its aligned row positions. Returns (intersection size, pairwise sizes)."""
@@ -540,17 +559,7 @@ class Trainer:
         if len(splits) != 1:
             raise PSIError(f"the parties disagree on the validation split: (training, validation) rows {sorted(splits)}")
         self.n, self.n_val = splits.pop()
-        counts = dict(zip(self.providers, t.get([t.call(k, "feature_count") for k in self.providers])))
-        blocks = t.get([t.call(BUSINESS, "assign_codes", [(p, sum(counts[k] for k in G[p])) for p in P])])[0]
-        done = []
-        for p in P:
-            offset = blocks[p][0]
-            for k in G[p]:
-                done.append(t.call(k, "set_codes", offset, counts[k]))
-                offset += counts[k]
-        t.get(done)
-        ctx = t.call(BUSINESS, "public_context")
-        t.get([t.call(k, "set_context", ctx) for k in self.providers])
+        _, blocks, ctx = code_features(t, G)
         self.agg.set_context(t.get([ctx])[0])
         return {"intersection": intersection, "train_rows": self.n, "validation_rows": self.n_val,
                 "pairwise_intersection": dict(zip(P, map(int, pair_sizes))),

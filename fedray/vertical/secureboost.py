@@ -44,7 +44,7 @@ from fedray.vertical import ckks
 from fedray.vertical.boost import GAIN_TOLERANCE, QuantileBins, Split, best_split, histograms, leaf_weight
 from fedray.vertical.coding import CodeBlock, LocalFeatureMap, assign_codes
 from fedray.vertical.protocol import (BUSINESS, BusinessAlignment, LocalTransport, ProviderAlignment, PSIError,
-                                      Settings, Transport, _dedup, _write_table, align, auc)
+                                      Settings, Transport, _dedup, _write_table, align, auc, code_features)
 from fedray.vertical.psi import ProviderPSI
 from fedray.vertical.split import EarlyStopping, train_first_order
 
@@ -424,18 +424,7 @@ class BoostTrainer:
         if len(splits) != 1:
             raise PSIError(f"the parties disagree on the validation split: (training, validation) rows {sorted(splits)}")
         n_train, n_val = splits.pop()
-        counts = dict(zip(self.providers, t.get([t.call(k, "feature_count") for k in self.providers])))
-        self.counts = counts
-        blocks = t.get([t.call(BUSINESS, "assign_codes", [(p, sum(counts[k] for k in G[p])) for p in P])])[0]
-        done = []
-        for p in P:
-            offset = blocks[p][0]
-            for k in G[p]:
-                done.append(t.call(k, "set_codes", offset, counts[k]))
-                offset += counts[k]
-        t.get(done)
-        ctx = t.call(BUSINESS, "public_context")
-        t.get([t.call(k, "set_context", ctx) for k in self.providers])
+        self.counts, blocks, _ = code_features(t, G)
         return {"intersection": intersection, "train_rows": n_train, "validation_rows": n_val,
                 "pairwise_intersection": dict(zip(P, pair_sizes)),
                 "codes": {k: list(v) for k, v in blocks.items()}, "psi_seconds": psi_s, "warnings": warnings}
