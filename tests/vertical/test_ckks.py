@@ -103,3 +103,26 @@ def test_zero_sum_mask_cancels_per_segment_exactly():
     mask = ckks.zero_sum_mask(layout, 30)
     assert np.all(layout.segment_sums(mask) == 0.0) and np.all(mask[layout.pack * layout.segment:] == 0.0)
     assert np.abs(mask).max() < 2.0 ** 31 and np.abs(mask).min() >= 0 and np.std(mask) > 2.0 ** 28
+
+
+def test_masks_are_fresh_across_outputs_and_steps(keys):
+    """Decrypting with the secret key: every output, every step carries its own mask, so the business party
+    cannot difference two outputs (or two steps) to learn a provider's products."""
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    rng = np.random.default_rng(7)
+    X, d = rng.normal(size=(3000, 4)), rng.uniform(-1, 1, 3000)
+    layout = ckks.SlotLayout(3000, params.slots)
+    enc_d = [ts.ckks_vector(secret, v).serialize() for v in layout.residual_plain(d)]
+    masks = []
+    for _ in range(2):  # two steps on the same batch
+        masked, _ = ckks.masked_gradient(pub, enc_d, X, layout, params.mask_bits, 2.0 ** (2 * params.global_scale_bits))
+        for o, ct in enumerate(masked):
+            true = sum(r * p for r, p in zip(layout.residual_plain(d), layout.feature_plain(X, o)))
+            masks.append(np.asarray(ts.ckks_vector_from(secret, ct).decrypt()) - true)
+    assert len(masks) == 2 * layout.outputs(4) >= 4
+    for i in range(len(masks)):
+        for j in range(i):
+            assert np.median(np.abs(masks[i] - masks[j])) > 2.0 ** (params.mask_bits - 3), (i, j)
+    spread = np.concatenate(masks) / 2.0 ** params.mask_bits  # uniform in [-1, 1): mean 0, variance 1/3
+    assert abs(spread.mean()) < 0.01 and abs(spread.var() - 1 / 3) < 0.01

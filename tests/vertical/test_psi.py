@@ -94,3 +94,13 @@ def test_only_blinded_points_are_exchanged():
     assert all(len(x) == 32 for x in sent)
     assert not raw_hashes & set(sent)
     assert not {i.encode() for i in ids} & set(sent)
+
+
+def test_each_party_blinds_with_its_own_fresh_key():
+    """Shared ids give disjoint blinded points on the two sides (one key for both would let a provider test
+    guessed ids against the business party's points), and a new run draws new keys."""
+    ids = _ids(range(300))
+    business, provider = BusinessPSI(ids), ProviderPSI(ids)
+    assert not set(business.single) & set(provider.single())
+    assert not set(business.single) & set(BusinessPSI(ids).single)
+    assert not set(provider.single()) & set(ProviderPSI(ids).single())
