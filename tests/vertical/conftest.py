@@ -36,14 +36,16 @@ def _walk(x, path="payload"):
         yield path, x
 
 
-def audit(messages, raw_columns: list[np.ndarray], public_ctx_bytes: bytes, n_rows: int) -> dict[str, int]:
+def audit(messages, raw_columns: list[np.ndarray], public_ctx_bytes: bytes, n_rows: int, *,
+          tags: set[str] | None = None, weights: list[np.ndarray] = (), batch_rows: int | None = None) -> dict[str, int]:
     """Raise Leak unless every leaf of every message is an allowed kind; return counts by kind.
 
     Allowed: 32-byte blinded PSI points; ciphertexts that deserialize under the public context;
     the public context itself; integer position/index arrays (unique values in range, so never a
-    0/1 label column); scalars (counts, codes, loss, auc); short float arrays that are not close
-    to any raw column (masked gradient sums). Any float array is also compared with every raw
-    feature/label column (file order and aligned order are both passed in by the caller).
+    0/1 label column); scalars (counts, codes, loss, auc); strings among `tags` (party names and
+    metric keys; any string when tags is None); short float arrays that are not close to any raw
+    column nor to any party's weights, and hold neither one value per aligned row nor one per batch
+    row (masked gradient sums). Raw columns come in file order and aligned order from the caller.
     """
     import tenseal as ts
 
@@ -56,7 +58,11 @@ def audit(messages, raw_columns: list[np.ndarray], public_ctx_bytes: bytes, n_ro
     for msg in messages:
         for path, leaf in _walk(msg.payload):
             where = f"{msg.src}->{msg.dst} {msg.method} {path}"
-            if leaf is None or isinstance(leaf, (bool, str)):
+            if isinstance(leaf, str):
+                if tags is not None and leaf not in tags:
+                    raise Leak(f"{where}: string {leaf!r} is not a known tag")
+                count("scalar")
+            elif leaf is None or isinstance(leaf, bool):
                 count("scalar")
             elif isinstance(leaf, (int, float, np.integer, np.floating)):
                 count("scalar")
@@ -80,7 +86,10 @@ def audit(messages, raw_columns: list[np.ndarray], public_ctx_bytes: bytes, n_ro
                     for col in raw_columns:
                         if col.shape == leaf.shape and np.allclose(col, leaf, atol=1e-3):
                             raise Leak(f"{where}: float array equal to a raw column")
-                    if leaf.size >= n_rows:
+                    for w in weights:
+                        if w.shape == leaf.shape and np.allclose(w, leaf, atol=1e-6):
+                            raise Leak(f"{where}: float array equal to a party's weights")
+                    if leaf.size >= n_rows or (batch_rows is not None and leaf.size == batch_rows):
                         raise Leak(f"{where}: float array with one value per row ({leaf.size})")
                     count("float_array")
                 else:
