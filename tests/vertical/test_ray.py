@@ -37,7 +37,9 @@ def test_ray_run_writes_outputs_and_leaks_no_raw_data(ray_local, data_dir, tmp_p
     # aligned orders too: rebuild them from the positions the business party sent
     positions = next(x.payload for x in msgs if x.method == "psi_finish" and x.src == "business")["provider0"]
     cols += list(h.features[positions].T)
-    kinds = auditor(msgs, cols, pub, 569)
+    tags = {"business", "provider0", "loss", "auc", "val_loss", "val_auc",  # party names, metric keys, and
+            *(str(tmp_path / "run" / "parties" / f"{p}.parquet") for p in ("business", "provider0"))}  # output paths
+    kinds = auditor(msgs, cols, pub, 569, tags=tags)
     assert kinds["ciphertext"] >= 3 * 4 and kinds["psi_point"] >= 3 * 569
 
 
