@@ -631,13 +631,10 @@ class Trainer:
                 **{p: str(directory / f"{p}.parquet") for p in self.groups}}
 
 
-def run_local(business: BusinessCore, providers: list[ProviderCore], settings: Settings, iterations: int,
-              seed: int = 0, record: bool = False, log: Callable[[str], None] = lambda s: None):
-    """Whole protocol in one process. Returns (trainer, setup info, per-iteration metrics).
-
-    Provider cores with the same name are shards (workers) of one party, in shard order.
-    """
-    by_party: dict[str, list[ProviderCore]] = {}
+def local_parties(business: Any, providers: list[Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Party cores by transport key, and each provider party's worker keys: cores with the same name are shards
+    (workers) of one party, in shard order."""
+    by_party: dict[str, list[Any]] = {}
     for p in providers:
         by_party.setdefault(p.name, []).append(p)
     parties: dict[str, Any] = {BUSINESS: business}
@@ -646,6 +643,16 @@ def run_local(business: BusinessCore, providers: list[ProviderCore], settings: S
         keys = [name] if len(cores) == 1 else [f"{name}:{k}" for k in range(len(cores))]
         parties.update(zip(keys, cores))
         groups[name] = keys
+    return parties, groups
+
+
+def run_local(business: BusinessCore, providers: list[ProviderCore], settings: Settings, iterations: int,
+              seed: int = 0, record: bool = False, log: Callable[[str], None] = lambda s: None):
+    """Whole protocol in one process. Returns (trainer, setup info, per-iteration metrics).
+
+    Provider cores with the same name are shards (workers) of one party, in shard order.
+    """
+    parties, groups = local_parties(business, providers)
     transport = LocalTransport(parties, record=record)
     trainer = Trainer(transport, groups, settings, seed, log)
     info = trainer.setup()

@@ -44,7 +44,8 @@ from fedray.vertical import ckks
 from fedray.vertical.boost import GAIN_TOLERANCE, QuantileBins, Split, best_split, histograms, leaf_weight
 from fedray.vertical.coding import CodeBlock, LocalFeatureMap, assign_codes
 from fedray.vertical.protocol import (BUSINESS, BusinessAlignment, LocalTransport, ProviderAlignment, PSIError,
-                                      Settings, Transport, _dedup, _write_table, align, auc, code_features)
+                                      Settings, Transport, _dedup, _write_table, align, auc, code_features,
+                                      local_parties)
 from fedray.vertical.psi import ProviderPSI
 from fedray.vertical.split import EarlyStopping, train_first_order
 
@@ -476,15 +477,7 @@ class BoostTrainer:
 def run_boost_local(business: BoostBusiness, providers: list[BoostProvider], settings: Settings, trees: int,
                     record: bool = False, log: Callable[[str], None] = lambda s: None):
     """SecureBoost in one process. Returns (trainer, setup info, per-tree metrics)."""
-    by_party: dict[str, list[BoostProvider]] = {}
-    for p in providers:
-        by_party.setdefault(p.name, []).append(p)
-    parties: dict[str, Any] = {BUSINESS: business}
-    groups = {}
-    for name, cores in by_party.items():
-        keys = [name] if len(cores) == 1 else [f"{name}:{k}" for k in range(len(cores))]
-        parties.update(zip(keys, cores))
-        groups[name] = keys
+    parties, groups = local_parties(business, providers)
     trainer = BoostTrainer(LocalTransport(parties, record=record), groups, settings, log)
     info = trainer.setup()
     history = []
