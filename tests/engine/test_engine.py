@@ -56,11 +56,12 @@ def test_widths_that_do_not_nest_cannot_be_shared():
         check_nesting({0: {"w": (4, 8)}, 1: {"w": (2, 9)}})
 
 
-def test_the_core_the_engine_the_strategies_and_the_tasks_never_import_ray():
+def test_the_core_the_engine_the_strategies_the_tasks_and_privacy_never_import_ray():
     code = ("import sys\n"
             "import fedray.core.ternary, fedray.core.fusion, fedray.core.clock, fedray.core.grouping, fedray.core.validate\n"
             "import fedray.engine.engine, fedray.engine.fleet, fedray.engine.devices, fedray.strategies, fedray.tasks\n"
             "import fedray.tasks.recommender\n"
+            "import fedray.privacy.secagg, fedray.privacy.quantize\n"
             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,0 +1,1 @@
+"""Private horizontal rounds: secure aggregation (keys, PRG masks, Shamir shares, unmasking) and DP. No Ray here."""

@@ -1,0 +1,37 @@
+"""b-bit packing of Z_(2^b) vectors: element i occupies bits [i*b, (i+1)*b) of the body, least significant first."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class PackingError(ValueError):
+    """A packed body whose length does not match the element count and bit width."""
+
+
+def packed_size(length: int, bits: int) -> int:
+    """Bytes that `length` elements of `bits` bits take."""
+    return -(-length * bits // 8)
+
+
+def pack(values: np.ndarray, bits: int) -> bytes:
+    """Values in [0, 2^bits) packed back to back at `bits` bits each (vectorised over a bit matrix)."""
+    values = np.asarray(values, np.uint64)
+    if not 1 <= bits <= 64:
+        raise PackingError(f"bits must be in 1..64, got {bits}")
+    if bits < 64 and values.size and int(values.max()) >> bits:
+        raise PackingError(f"a value does not fit in {bits} bits")
+    shifts = np.arange(bits, dtype=np.uint64)
+    matrix = ((values[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)
+    return np.packbits(matrix.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack(body: bytes, length: int, bits: int) -> np.ndarray:
+    """The `length` values of a body written by pack(); raises PackingError on a wrong length or nonzero padding."""
+    if len(body) != packed_size(length, bits):
+        raise PackingError(f"packed body of {len(body)} bytes, expected {packed_size(length, bits)} "
+                           f"for {length} elements of {bits} bits")
+    flat = np.unpackbits(np.frombuffer(body, np.uint8), bitorder="little")
+    if flat[length * bits:].any():
+        raise PackingError("nonzero padding bits after the last element")
+    matrix = flat[: length * bits].reshape(length, bits).astype(np.uint64)
+    return (matrix << np.arange(bits, dtype=np.uint64)[None, :]).sum(axis=1, dtype=np.uint64)
