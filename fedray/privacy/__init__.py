@@ -1,1 +1,2 @@
-"""Private horizontal rounds: secure aggregation (keys, PRG masks, Shamir shares, unmasking) and DP. No Ray here."""
+"""Private horizontal rounds: secure aggregation (keys, PRG masks, Shamir shares, unmasking) and DP (clipping, noise,
+accounting). No Ray here."""

@@ -61,7 +61,7 @@ def test_the_core_the_engine_the_strategies_the_tasks_and_privacy_never_import_r
             "import fedray.core.ternary, fedray.core.fusion, fedray.core.clock, fedray.core.grouping, fedray.core.validate\n"
             "import fedray.engine.engine, fedray.engine.fleet, fedray.engine.devices, fedray.strategies, fedray.tasks\n"
             "import fedray.tasks.recommender\n"
-            "import fedray.privacy.secagg, fedray.privacy.quantize\n"
+            "import fedray.privacy.secagg, fedray.privacy.quantize, fedray.privacy.dp, fedray.privacy.accounting\n"
             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
