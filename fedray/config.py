@@ -162,6 +162,21 @@ class StrategyConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Private horizontal rounds: device-level differential privacy (privacy.dp*); secure aggregation's keys
+    extend this section."""
+
+    clip: float = 1.0  # L2 bound of each device's update: the sensitivity DP noise is scaled to
+    dp: str = "none"  # none | central (the driver adds Gaussian noise to the sum) | distributed (devices add integer noise before masking)
+    noise_multiplier: Optional[float] = None  # z: noise std = z * clip on the sum; or set privacy.epsilon to calibrate it
+    epsilon: Optional[float] = None  # the budget at privacy.delta over train.rounds: calibrates z (instead of noise_multiplier)
+    delta: float = 1e-5  # epsilon is reported at this delta
+    target_epsilon: Optional[float] = None  # stop (or warn) before a round that would spend more; unset: privacy.epsilon
+    on_budget: str = "stop"  # stop | warn: what a round that would exceed the budget does
+    noise: str = "discrete_gaussian"  # distributed mode: discrete_gaussian | skellam
+
+
+@dataclass
 class RootConfig:
     job: str = "horizontal"  # horizontal | vertical | centralized
     name: str = "default"
@@ -181,6 +196,7 @@ class RootConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     centralized: CentralizedConfig = field(default_factory=CentralizedConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     resume: bool = False  # continue RUN_DIR from its newest valid checkpoint
     vertical: VerticalConfig = field(default_factory=VerticalConfig)
 
@@ -196,6 +212,9 @@ CHOICES = {
     "grouping.method": ("none", "thresholds", "kmeans"),
     "runtime.placement": ("default", "spread", "pack"),
     "grouping.by": ("cores", "memory_gb", "gflops", "up_mbps", "down_mbps", "availability"),
+    "privacy.dp": ("none", "central", "distributed"),
+    "privacy.on_budget": ("stop", "warn"),
+    "privacy.noise": ("discrete_gaussian", "skellam"),
 }
 
 # key -> (lower bound, inclusive?, upper bound or None)
@@ -251,7 +270,14 @@ RANGES = {
     "centralized.epochs": (1, True, None),
     "centralized.batch_size": (1, True, None),
     "centralized.lr": (0.0, False, None),
+    "privacy.clip": (0.0, False, None),
+    "privacy.noise_multiplier": (0.0, False, None),
+    "privacy.epsilon": (0.0, False, None),
+    "privacy.target_epsilon": (0.0, False, None),
 }
+
+# Strategies that need each device's own update: under DP the driver only releases the noised mean.
+NEEDS_INDIVIDUAL_UPDATES = ("median", "trimmed_mean", "krum")
 
 TIER_RANGES = {
     "share": (0.0, True, 1.0),
@@ -393,11 +419,35 @@ def validate(cfg: DictConfig) -> list[str]:
         errors.append(f"data.path={cfg.data.path!r}: no such file or directory")
     if cfg.job == "vertical":
         errors.extend(validate_vertical(cfg.vertical))
+    if cfg.privacy.dp != "none":
+        errors.extend(validate_dp(cfg))
+    elif cfg.privacy.noise_multiplier is not None or cfg.privacy.epsilon is not None:
+        errors.append("privacy.noise_multiplier / privacy.epsilon are set but privacy.dp=none: set privacy.dp=central "
+                      "(or distributed) for them to take effect")
+    return errors
+
+
+def validate_dp(cfg: DictConfig) -> list[str]:
+    """What differential privacy needs, and what it cannot be combined with."""
+    p, errors = cfg.privacy, []
+    if cfg.job != "horizontal":
+        errors.append(f"privacy.dp={p.dp}: only horizontal jobs release noised sums, this is job={cfg.job}")
+    if (p.noise_multiplier is None) == (p.epsilon is None):
+        errors.append(f"privacy.dp={p.dp}: set exactly one of privacy.noise_multiplier (the noise) and privacy.epsilon "
+                      "(a budget the noise is calibrated to)")
+    if not 0.0 < p.delta < 1.0:
+        errors.append(f"privacy.delta={p.delta}: must be > 0 and < 1 (typically below 1 / number of devices)")
+    if p.dp == "distributed" and not OmegaConf.select(cfg, "privacy.secure_aggregation", default=False):
+        errors.append("privacy.dp=distributed: devices add noise before masking, which needs "
+                      "privacy.secure_aggregation=true; without it use privacy.dp=central")
+    if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+        errors.append(f"strategy.name={cfg.strategy.name!r} under privacy.dp: it needs each device's update, and DP "
+                      "releases only the noised mean; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad")
     return errors
 
 
 RESULT_KEYS = ("job", "seed", "tiers_file", "task", "strategy", "data", "model", "train", "compression", "grouping",
-               "tiers", "faults", "centralized", "vertical")
+               "tiers", "faults", "centralized", "vertical", "privacy")
 
 
 def result_config(cfg: DictConfig) -> dict:

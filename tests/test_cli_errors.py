@@ -246,3 +246,11 @@ def test_vertical_resume_under_another_config_is_refused(ray_local, tmp_path, ca
     msg = error_line(out)
     assert code == 2 and "written by another config" in msg and "ckpt-00000002" in msg, msg
     assert _files(run) == before  # refused before any actor started: nothing written
+
+
+def test_distributed_dp_without_secure_aggregation_exits_2_before_anything_starts(runs, capsys):
+    code, out = run_cli(capsys, "run", str(ROOT / "conf/default.yaml"), "privacy.dp=distributed",
+                        "privacy.epsilon=4", f"output_dir={runs}")
+    msg = error_line(out)
+    assert code == 2 and "privacy.dp=distributed" in msg and "privacy.secure_aggregation=true" in msg
+    assert_no_run_dir(runs)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,26 @@ def test_cli_too_few_items_for_negatives_exits_2(tmp_path, capsys):
     assert code == 2
     assert "evaluation negatives" in "".join(capsys.readouterr())
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["privacy.dp=central"], "set exactly one of privacy.noise_multiplier"),
+    (["privacy.dp=central", "privacy.noise_multiplier=1", "privacy.epsilon=4"], "set exactly one of"),
+    (["privacy.dp=central", "privacy.noise_multiplier=1", "privacy.delta=1"], "privacy.delta=1.0: must be > 0 and < 1"),
+    (["privacy.dp=central", "privacy.noise_multiplier=1", "privacy.delta=0"], "privacy.delta=0.0: must be > 0"),
+    (["privacy.dp=distributed", "privacy.noise_multiplier=1"], "needs privacy.secure_aggregation=true"),
+    (["privacy.dp=central", "privacy.epsilon=4", "strategy.name=krum"], "strategy.name='krum' under privacy.dp"),
+    (["privacy.dp=central", "privacy.noise_multiplier=1", "privacy.clip=0"], "privacy.clip=0.0: must be > 0"),
+    (["privacy.dp=laplace"], "privacy.dp='laplace': allowed values are none, central, distributed"),
+    (["privacy.dp=central", "privacy.epsilon=4", "privacy.on_budget=ignore"], "allowed values are stop, warn"),
+    (["privacy.noise_multiplier=1"], "privacy.dp=none"),
+])
+def test_dp_settings_that_cannot_work_are_refused_with_the_reason(overrides, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(None, overrides)
+
+
+def test_a_dp_config_that_can_work_loads_and_changes_the_config_digest():
+    cfg = load_config(None, ["privacy.dp=central", "privacy.epsilon=4", "privacy.target_epsilon=5"])
+    assert cfg.privacy.epsilon == 4 and cfg.privacy.on_budget == "stop"
+    assert config_digest(cfg) != config_digest(load_config(None, []))  # resuming under other DP settings is refused
