@@ -341,6 +341,7 @@ class RoundEngine:
                 self.log.append(f"round {self.round}: device host {h} restarted; its {n} devices rejoin from the last checkpoint")
             else:
                 self.host_dead[h] = True
+                self.fleet.retire(h)
                 self.log.append(f"round {self.round}: device host {h} is gone for good; its {n} devices leave")
         crashed.clear()
         return restarted

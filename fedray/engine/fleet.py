@@ -76,6 +76,10 @@ class Fleet:
         """Wait until a crashed host answers again; False if it never does (it leaves the federation)."""
         raise NotImplementedError
 
+    def retire(self, host: int) -> None:
+        """A host that is gone for good (its node left): released, and left out of every later call."""
+        raise NotImplementedError
+
     def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Params],
                  widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:
         """Metrics of the listed devices ((devices, groups) per host) under their groups' models."""
@@ -108,6 +112,7 @@ class InProcessFleet(Fleet):
         self.cfg, self.task, self.data, self.run_dir = cfg, task, data, run_dir
         self.hosts: list[Devices] = []
         self.stores: list[CheckpointStore] = []
+        self.departed: set[int] = set()
 
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         self.hosts = [Devices(self.cfg, self.task, self.data, p.devices, p.tier, p.index) for p in plans]
@@ -133,6 +138,13 @@ class InProcessFleet(Fleet):
     def recover(self, host: int, timeout_s: float) -> bool:
         return True
 
+    def retire(self, host: int) -> None:
+        self.departed.add(host)
+
+    def _live(self) -> list[tuple[int, CheckpointStore, Devices]]:
+        """(index, checkpoint store, devices) of the hosts still in the federation."""
+        return [(i, s, h) for i, (s, h) in enumerate(zip(self.stores, self.hosts)) if i not in self.departed]
+
     def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Params],
                  widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:
         out: list[DeviceEvaluation] = []
@@ -141,18 +153,18 @@ class InProcessFleet(Fleet):
         return out
 
     def checkpoint(self, round_: int, config_hash: str) -> None:
-        for store, h in zip(self.stores, self.hosts):
+        for _, store, h in self._live():
             save_device_checkpoint(store, h, round_, config_hash)
 
     def checkpoint_problem(self, round_: int) -> str | None:
-        return next((why for why in (device_checkpoint_problem(s, round_) for s in self.stores) if why), None)
+        return next((why for why in (device_checkpoint_problem(s, round_) for _, s, _ in self._live()) if why), None)
 
     def restore(self, round_: int, config_hash: str) -> None:
-        for store, h in zip(self.stores, self.hosts):
+        for _, store, h in self._live():
             load_device_checkpoint(store, h, round_, config_hash)
 
     def save_local(self, run_dir: str) -> None:
-        for index, h in enumerate(self.hosts):
+        for index, _, h in self._live():
             write_device_state(run_dir, index, h)
 
 

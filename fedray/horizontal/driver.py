@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from fedray.engine.engine import RoundEngine
 from fedray.horizontal.fleet import RayFleet
@@ -28,5 +29,8 @@ def driver_name(run_dir: str | Path) -> str:
 
 
 def start_driver(cfg: dict, run_dir: str, num_cpus: float) -> Any:
-    """The Driver actor for a run (an ActorHandle; its methods are the engine's)."""
-    return ray.remote(Driver).options(num_cpus=num_cpus, name=driver_name(run_dir)).remote(cfg, run_dir)
+    """The Driver actor for a run (an ActorHandle; its methods are the engine's), on the job's own node where it
+    fits: a device node that leaves mid-run then costs only its devices, never the run."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(Driver).options(num_cpus=num_cpus, name=driver_name(run_dir),
+                                      scheduling_strategy=here).remote(cfg, run_dir)

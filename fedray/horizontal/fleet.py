@@ -56,6 +56,11 @@ class RayFleet(Fleet):
     def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str):
         self.cfg, self.run_dir = cfg, run_dir
         self.hosts: list[Any] = []
+        self.departed: set[int] = set()
+
+    def _live(self) -> list[Any]:
+        """The hosts still in the federation (a departed host's calls would wait forever for its node)."""
+        return [h for i, h in enumerate(self.hosts) if i not in self.departed]
 
     def host_slots(self) -> int:
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -100,6 +105,10 @@ class RayFleet(Fleet):
                     return False
                 time.sleep(0.25)
 
+    def retire(self, host: int) -> None:
+        self.departed.add(host)
+        ray.kill(self.hosts[host], no_restart=True)
+
     def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Any],
                  widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:
         refs = {g: ray.put(dict(p)) for g, p in params.items()}
@@ -114,16 +123,16 @@ class RayFleet(Fleet):
         return out
 
     def checkpoint(self, round_: int, config_hash: str) -> None:
-        ray.get([h.checkpoint.remote(round_, config_hash) for h in self.hosts])
+        ray.get([h.checkpoint.remote(round_, config_hash) for h in self._live()])
 
     def checkpoint_problem(self, round_: int) -> str | None:
-        return next((why for why in ray.get([h.checkpoint_problem.remote(round_) for h in self.hosts]) if why), None)
+        return next((why for why in ray.get([h.checkpoint_problem.remote(round_) for h in self._live()]) if why), None)
 
     def restore(self, round_: int, config_hash: str) -> None:
-        ray.get([h.restore.remote(round_, config_hash) for h in self.hosts])
+        ray.get([h.restore.remote(round_, config_hash) for h in self._live()])
 
     def save_local(self, run_dir: str) -> None:
-        ray.get([h.save_local.remote(run_dir) for h in self.hosts])
+        ray.get([h.save_local.remote(run_dir) for h in self._live()])
 
     def close(self) -> None:
         for h in self.hosts:

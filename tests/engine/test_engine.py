@@ -45,6 +45,43 @@ def test_a_robust_rule_resists_sign_flipping_devices_where_fedavg_does_not(tmp_p
     assert losses["fedavg"][-1] > losses["fedavg"][0]
 
 
+class NodeLeavesFleet(InProcessFleet):
+    """Host 1's node leaves before round 2: its devices' results are lost, it never answers again, and any later
+    call on it fails the way a call on a node that is gone would (Ray's would hang)."""
+
+    def collect(self, handle, timeout_s):
+        if handle.round_ == 2 and not isinstance(self.hosts[1], Gone):
+            self.hosts[1] = Gone()
+        out = super().collect(handle, timeout_s)
+        lost = [r for r in out.results if r.device in handle.by_host.get(1, [])]
+        out.results = [r for r in out.results if r not in lost]
+        out.lost, out.crashed = len(lost), {1} if lost else set()
+        return out
+
+    def recover(self, host, timeout_s):
+        return not isinstance(self.hosts[host], Gone)
+
+
+class Gone:
+    """A host on a node that left: every call fails."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"called {name} on a device host whose node left")
+
+
+def test_a_host_gone_for_good_is_retired_and_the_run_goes_on_without_its_devices(tmp_path):
+    cfg = load_config(None, [*SMALL, "train.rounds=5", "checkpoint.every=1", "train.participants=8"])
+    e = RoundEngine(to_plain(cfg), str(tmp_path / "run"), NodeLeavesFleet)
+    e.setup()
+    gone = np.flatnonzero(e.host_of == 1)
+    records = [e.run_round()[0] for _ in range(5)]
+    assert e.host_dead.tolist() == [False, True, False] and e.fleet.departed == {1}
+    assert any(f"device host 1 is gone for good; its {len(gone)} devices leave" in line for line in e.messages())
+    assert all(r.applied for r in records) and records[-1].participants == 8
+    assert e.finish() == 5
+    assert sorted(p.name for p in (tmp_path / "run" / "devices").iterdir()) == ["host-0000.parquet", "host-0002.parquet"]
+
+
 def test_weighted_metrics_skip_nan_and_weigh_by_samples():
     out = weighted_metrics([Evaluation(1, {"auc": 0.5, "acc": 1.0}), Evaluation(3, {"auc": 1.0, "acc": float("nan")})])
     assert out == {"auc": pytest.approx(0.875), "acc": 1.0}
