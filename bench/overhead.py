@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,19 @@ def overrides(rounds: int, extra: list[str]) -> list[str]:
     return [f"train.rounds={rounds}", f"train.eval_every={rounds}", "checkpoint.every=0", *extra]
 
 
-def plain_loop(conf: Path, rounds: int, extra: list[str]) -> tuple[list[float], int]:
-    """Seconds per round of the same federated rounds in one process through fedray's pure core; and the device count."""
+@dataclass
+class PlainRun:
+    """A finished plain-loop run: seconds per round, when its first round began, and its final devices and weights."""
+
+    times: list[float]
+    first_round_at: float  # time.time() as round 0 began: set-up is everything before
+    devices: Devices  # every device with the private state its training left
+    params: dict[str, np.ndarray]  # the final global weights
+    rounds: int
+
+
+def plain_run(conf: Path, rounds: int, extra: list[str]) -> PlainRun:
+    """The same federated rounds in one process through fedray's pure core, keeping what they ended with."""
     import torch
 
     torch.set_num_threads(1)  # as in every device host
@@ -60,7 +72,7 @@ def plain_loop(conf: Path, rounds: int, extra: list[str]) -> tuple[list[float], 
     strategy = build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or task.server_lr})
     rng, t = stream(cfg.seed, Stream.SELECT), cfg.train
     shapes = [v.shape for v in params.values()]
-    times = []
+    times, first_round_at = [], time.time()
     for round_ in range(rounds):
         t0 = time.perf_counter()
         plan = strategy.configure(round_, np.arange(n), selection.participant_count(t.participants, n), t.over_select, rng)
@@ -69,7 +81,13 @@ def plain_loop(conf: Path, rounds: int, extra: list[str]) -> tuple[list[float], 
         updates = [dict(zip(params, decode_update(res.payload, shapes, cfg.compression.method))) for res in results]
         params = strategy.aggregate(round_, params, updates, [res.samples for res in results])
         times.append(time.perf_counter() - t0)
-    return times, n
+    return PlainRun(times, first_round_at, devices, params, rounds)
+
+
+def plain_loop(conf: Path, rounds: int, extra: list[str]) -> tuple[list[float], int]:
+    """Seconds per round of the same federated rounds in one process through fedray's pure core; and the device count."""
+    run = plain_run(conf, rounds, extra)
+    return run.times, len(run.devices.device_ids)
 
 
 def fedray_rounds(conf: Path, rounds: int, per_actor: int | None, tmp: Path, extra: list[str]) -> list[float]:
