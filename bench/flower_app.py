@@ -8,7 +8,7 @@ device's private parameters live between rounds), node sampling and FedAvg.
 
 Run: python -c "from bench.flower_app import main; main()" SPEC.json  (cwd and PYTHONPATH: the checkout)
 SPEC holds the fedray config as plain data, the rounds, the CPUs to use and the output file,
-which gets the wall-clock times the rounds ended at, when the first began, and the final metrics over every device.
+which gets the wall-clock times the rounds ended at, when the first began, and the final metrics on the devices fedray evaluates.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from flwr.serverapp.strategy import FedAvg, FedAvgM
 from flwr.simulation import run_simulation
 
 from fedray.core import selection
-from fedray.engine.engine import initial_params, weighted_metrics
+from fedray.engine.engine import evaluation_devices, initial_params, weighted_metrics
 from fedray.engine.streams import Stream, stream, torch_seed
 from fedray.tasks import EvalContext, Evaluation, Task, TrainContext, build_task, check_model
 
@@ -194,7 +194,7 @@ server_app = ServerApp()
 
 @server_app.main()
 def server(grid: Grid, context: Context) -> None:
-    """Seeded FedAvg for the spec's rounds, then one evaluation of every device; timings and metrics to OUT."""
+    """Seeded FedAvg for the spec's rounds, then one evaluation of the devices fedray evaluates; timings and metrics out."""
     j = job()
     seed, rounds = int(j.spec.config["seed"]), j.spec.rounds
     random.seed(seed)  # Flower's node sampling draws from `random`
@@ -214,7 +214,8 @@ def server(grid: Grid, context: Context) -> None:
     result = make_strategy(j, len(nodes)).start(grid=ordered, initial_arrays=ArrayRecord({k: Array(v) for k, v in params.items()}),
                                                  num_rounds=rounds, evaluate_fn=mark)
     final = RecordDict({"arrays": result.arrays, "config": ConfigRecord({"server-round": rounds})})
-    evals = _ask_all(ordered, ordered.ordered, MessageType.EVALUATE, final)
+    evaluated = evaluation_devices(len(nodes), int(j.spec.config["train"]["eval_users"]), seed)
+    evals = _ask_all(ordered, [ordered.ordered[d] for d in evaluated], MessageType.EVALUATE, final)
     metrics = weighted_metrics([Evaluation(int(r.content["metrics"]["num-examples"]),
                                            {k: float(v) for k, v in r.content["metrics"].items() if k != "num-examples"})
                                 for r in evals])

@@ -1,10 +1,11 @@
 """fedray beside Flower's simulation engine and a plain single-process loop: one workload, one run of this script.
 
 Run (it starts Ray, fedray's and Flower's own, one after the other):
-  flock /tmp/fedray-ray.lock .venv/bin/python bench/vs_flower.py [--rounds 20] [--repeats 3] [key=value ...]
+  flock /tmp/fedray-ray.lock .venv/bin/python bench/vs_flower.py [--rounds 10] [--repeats 3] [key=value ...]
 
 The workload is conf/movielens.yaml (671 devices, one per user, 64 per round, 10 local steps of MF; each user's
-own vector stays on its device) with every device evaluated (HR@10, NDCG@10) after the last round. All three
+own vector stays on its device); after the last round the same seeded 200 devices are evaluated (HR@10, NDCG@10)
+by all three (train.eval_users: in Flower each is a message round trip). All three
 train the same model on the same data with the same local steps, seeded per (round, device) alike:
 - plain loop: bench/overhead.py's loop over fedray's pure core in one process, one torch thread, no Ray;
 - fedray: `fedray run` as its own process (driver and device hosts on an embedded Ray, one host per CPU);
@@ -28,8 +29,8 @@ import os
 import re
 import statistics
 import subprocess
+import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,18 +43,18 @@ sys.path.insert(0, str(ROOT))
 
 from bench.overhead import PlainRun, overrides, plain_run  # noqa: E402
 from fedray.config import load_config, to_plain  # noqa: E402
-from fedray.engine.engine import weighted_metrics  # noqa: E402
+from fedray.engine.engine import evaluation_devices, weighted_metrics  # noqa: E402
 
 FLOWER_PACKAGES = ["flwr[simulation]==1.42.0", "torch==2.13.0", "numpy", "pyarrow", "omegaconf"]
 DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedray" / "flower-1.42.0"
 SETUP_LINE = re.compile(r"\d+ devices on \d+ device hosts")  # fedray run prints it once set-up is done
 FLOAT = ["compression.method=none"]
-EVAL_ALL = "train.eval_users=0"  # every device evaluated after the last round, by all three
+EVAL_USERS = "train.eval_users=200"  # after the last round all three evaluate the same seeded 200 devices
 
 
 @dataclass
 class Outcome:
-    """One system's run: seconds per round, set-up and end to end, and its final metrics over every device."""
+    """One system's run: seconds per round, set-up and end to end, and its final metrics on the evaluated devices."""
 
     rounds: list[float]
     setup_s: float
@@ -77,8 +78,8 @@ class Row:
 
 
 def job_overrides(rounds: int, extra: list[str]) -> list[str]:
-    """The measured job: overhead.py's (no checkpoints, one evaluation at the end), evaluating every device."""
-    return overrides(rounds, [*extra, EVAL_ALL])
+    """The measured job: overhead.py's (no checkpoints, one evaluation at the end) on a seeded sample of devices."""
+    return overrides(rounds, [EVAL_USERS, *extra])
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None,
@@ -111,15 +112,16 @@ def run_plain(conf: Path, rounds: int, extra: list[str], work: Path, tag: str) -
 
 
 def plain_metrics(run: PlainRun) -> dict[str, float]:
-    """Every device of a finished plain loop evaluated as fedray's engine evaluates them after the last round."""
-    ids = run.devices.device_ids
+    """A finished plain loop's devices evaluated as fedray's engine evaluates them after the last round."""
+    cfg = run.devices.cfg
+    ids = evaluation_devices(len(run.devices.device_ids), cfg["train"]["eval_users"], run.devices.seed)
     evals = run.devices.evaluate(ids, np.zeros(len(ids), np.int64), {0: run.params}, {0: 1.0}, run.rounds - 1)
     return weighted_metrics([e.evaluation for e in evals])
 
 
 def plain_side(conf: Path, rounds: int, extra: list[str], out: Path) -> None:
     """Inside the child: the plain loop's rounds and final metrics, as JSON."""
-    run = plain_run(conf, rounds, [*extra, EVAL_ALL])
+    run = plain_run(conf, rounds, [EVAL_USERS, *extra])
     out.write_text(json.dumps({"rounds": run.times, "first_round_at": run.first_round_at, "metrics": plain_metrics(run)}))
 
 
@@ -193,18 +195,19 @@ def print_table(rows: list[Row], title: str) -> None:
         if not r.outcomes:
             print(f"{r.name:<24}skipped: {r.skipped}")
             continue
-        med = lambda xs: statistics.median(xs)  # noqa: E731
+        med = statistics.median
         base = by_name[r.base]
         print(f"{r.name:<24}{med(o.median_round for o in r.outcomes):>9.3f}{med(o.setup_s for o in r.outcomes):>10.1f}"
               f"{med(o.end_to_end_s for o in r.outcomes):>14.1f}"
               + "".join(f"{med(o.metrics[m] for o in r.outcomes):>9.4f}" for m in names)
-              + "".join(f"{ratio(r, base, f):>7.2f}x" for f in ("median_round", "setup_s", "end_to_end_s")))
+              + "".join(f"{ratio(r, base, f):>7.2f}x" if base.outcomes else f"{'-':>8}"
+                        for f in ("median_round", "setup_s", "end_to_end_s")))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run every system --repeats times, interleaved, and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--config", type=Path, default=ROOT / "conf/movielens.yaml")
     ap.add_argument("--flower-venv", type=Path, default=DEFAULT_VENV, help="Flower's virtual environment (made if absent)")
@@ -225,25 +228,26 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_ternary:
         rows += [Row("plain loop, ternary", "plain loop, ternary"), Row("fedray, ternary", "plain loop, ternary")]
     extra = {"float": [*FLOAT, *args.overrides], "ternary": list(args.overrides)}
-    with tempfile.TemporaryDirectory(prefix="vs_flower-") as tmp:
-        work = Path(tmp)
-        for repeat in range(args.repeats):
-            for i, row in enumerate(rows):
-                if row.skipped:
-                    continue
-                updates = extra["float" if row.name.endswith("float") else "ternary"]
-                tag = f"r{repeat}-{i}"
-                print(f"repeat {repeat + 1}/{args.repeats}: {row.name}", flush=True)
+    work = ROOT / "bench/out/vs_flower"  # each run's log, spec and results stay here for a look afterwards
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for repeat in range(args.repeats):
+        for i, row in enumerate(rows):
+            if row.skipped:
+                continue
+            updates = extra["float" if row.name.endswith("float") else "ternary"]
+            tag = f"r{repeat}-{i}"
+            print(f"repeat {repeat + 1}/{args.repeats}: {row.name}", flush=True)
+            try:
                 if row.name.startswith("plain"):
                     row.outcomes.append(run_plain(conf, args.rounds, updates, work, tag))
                 elif row.name.startswith("fedray"):
                     row.outcomes.append(run_fedray(conf, args.rounds, updates, work, tag))
                 else:
-                    try:
-                        row.outcomes.append(run_flower(python, conf, args.rounds, updates, work, tag))
-                    except RuntimeError as e:
-                        row.skipped, row.outcomes = f"Flower's run failed: {e}", []
-                        print(row.skipped, file=sys.stderr)
+                    row.outcomes.append(run_flower(python, conf, args.rounds, updates, work, tag))
+            except RuntimeError as e:  # one system failing leaves the others' rows
+                row.skipped, row.outcomes = f"failed: {e}", []
+                print(f"{row.name} {row.skipped}", file=sys.stderr)
     cfg = load_config(conf, job_overrides(args.rounds, args.overrides))
     print_table(rows, f"vs_flower: {conf.name}, {cfg.train.participants:g} devices per round, {cfg.train.local_steps} local "
                       f"steps, {args.rounds} rounds; medians of {args.repeats} repeats; one process per run, {len(os.sched_getaffinity(0))} CPUs"

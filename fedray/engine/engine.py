@@ -154,6 +154,14 @@ def weighted_metrics(evaluations: Sequence[Evaluation]) -> dict[str, float]:
     return out
 
 
+def evaluation_devices(n_devices: int, eval_users: int, seed: int) -> np.ndarray:
+    """The devices every evaluation covers: all of them, or train.eval_users drawn once from the run's seed."""
+    devices = np.arange(n_devices)
+    if eval_users and eval_users < n_devices:
+        devices = np.sort(stream(seed, Stream.EVAL_DEVICES).choice(devices, eval_users, replace=False))
+    return devices
+
+
 def initial_params(task: Task, shared: Sequence[str], seed: int, gid: int, width: float) -> Params:
     """A group's initial global weights: the task's fresh model at the group's width, seeded by the group."""
     torch.default_generator.manual_seed(torch_seed(seed, Stream.INIT, gid))
@@ -381,10 +389,7 @@ class RoundEngine:
 
     def _evaluate(self, records: list[RoundRecord], round_: int) -> None:
         """The task's metrics per group: on the devices' held-out data, and on the server's test set if it has one."""
-        devices = np.arange(len(self.host_of))
-        n_eval = self.cfg.train.eval_users
-        if n_eval and n_eval < len(devices):
-            devices = np.sort(stream(self.cfg.seed, Stream.EVAL_DEVICES).choice(devices, n_eval, replace=False))
+        devices = evaluation_devices(len(self.host_of), self.cfg.train.eval_users, self.cfg.seed)
         devices = devices[~self.host_dead[self.host_of[devices]]]
         by_host = {int(h): (devices[self.host_of[devices] == h].tolist(), self.group_of[devices[self.host_of[devices] == h]].tolist())
                    for h in np.unique(self.host_of[devices])}
