@@ -185,12 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     from fedray.checkpoint import CheckpointError
     from fedray.data import DataError
     from fedray.data.vertical import VerticalDataError
-    from fedray.horizontal.driver import DriverLost
+    from fedray.errors import ClusterError, DriverLost, TaskError
     from fedray.vertical.errors import VerticalPartyError
-    from fedray.runtime import ClusterError
     from fedray.jobs import JobError
     from fedray.strategies import StrategyError
-    from fedray.tasks import TaskError
 
     try:
         return args.func(args, console)

@@ -6,6 +6,8 @@ from typing import Iterable, Mapping
 
 import ray
 
+from fedray.errors import ClusterError  # noqa: F401  (re-exported: its home module)
+
 TIER_UNITS = 10_000  # units of a tier resource a node declares; each device host asks for one
 TIER_REQUEST = 1.0
 
@@ -13,10 +15,6 @@ TIER_REQUEST = 1.0
 def tier_resource(name: str) -> str:
     """The Ray custom resource a tier's device actors ask for."""
     return f"fedray_tier_{name}"
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot host what the run needs; the message names the missing resource."""
 
 
 def start(address: str | None, tier_names: Iterable[str], num_cpus: int | None = None) -> bool:

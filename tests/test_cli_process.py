@@ -174,3 +174,12 @@ def test_the_session_check_sees_a_started_ray(own_cluster, ray_tmp, tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=180,
                    capture_output=True)
     assert len(sessions(ray_tmp)) == 1
+
+
+def test_a_config_error_fails_without_loading_torch_or_ray(tmp_path):
+    """A typo costs a second, not the seconds torch and Ray take to import: the error path imports neither."""
+    code = ("import sys; from fedray.cli import main; rc = main(['run', sys.argv[1], 'train.roundz=3']); "
+            "print(rc, sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, DEFAULT], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.split("\n")[-2] == "2 []", proc.stdout + proc.stderr

@@ -8,6 +8,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from fedray.errors import DriverLost  # noqa: F401  (re-exported: its home module)
 from fedray.engine.engine import RoundEngine
 from fedray.horizontal.fleet import RayFleet
 
@@ -17,10 +18,6 @@ class Driver(RoundEngine):
 
     def __init__(self, cfg: dict, run_dir: str):
         super().__init__(cfg, run_dir, RayFleet)
-
-
-class DriverLost(RuntimeError):
-    """The driver actor died mid-run; the message says which round and how to resume."""
 
 
 def driver_name(run_dir: str | Path) -> str:

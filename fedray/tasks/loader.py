@@ -9,15 +9,12 @@ from typing import Any, Mapping
 
 import torch
 
+from fedray.errors import TaskError  # noqa: F401  (re-exported: its home module)
 from fedray.imports import TargetError, import_target
 from fedray.tasks.base import Task
 
 # name -> (positional parameters after self) the engine calls it with
 METHODS = {"load": 1, "model": 1, "train": 3, "evaluate": 3}
-
-
-class TaskError(ValueError):
-    """A task target that cannot be used; the message names it and the problem."""
 
 
 def build_task(section: Mapping[str, Any]) -> Task:
