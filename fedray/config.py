@@ -440,6 +440,9 @@ def validate_dp(cfg: DictConfig) -> list[str]:
     if p.dp == "distributed" and not OmegaConf.select(cfg, "privacy.secure_aggregation", default=False):
         errors.append("privacy.dp=distributed: devices add noise before masking, which needs "
                       "privacy.secure_aggregation=true; without it use privacy.dp=central")
+    elif OmegaConf.select(cfg, "privacy.secure_aggregation", default=False):
+        errors.append(f"privacy.dp={p.dp} with privacy.secure_aggregation=true: noise on the masked sum is not wired "
+                      "into the rounds yet, so no DP would be given; use privacy.dp=central without secure aggregation")
     if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
         errors.append(f"strategy.name={cfg.strategy.name!r} under privacy.dp: it needs each device's update, and DP "
                       "releases only the noised mean; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad")

@@ -44,6 +44,7 @@ def summarize(records: list[dict]) -> list[dict]:
             "stragglers": sum(r["stragglers"] for r in rs),
             "wall_s": sum(r["wall_s"] for r in rs) / n_groups,
             "sim_time_s": rs[-1]["sim_time_s"],
+            "epsilon": float(rs[-1].get("epsilon", float("nan"))),
         })
     return rows
 
@@ -63,6 +64,8 @@ def summary_table(rows: list[dict], title: str = "fedray run summary") -> Table:
             ("compression", "vs f32", "{:.1f}x"), ("bits_per_element", "bits/el", "{:.3f}"),
             ("rejected", "rejected", "{}"), ("failures", "failed", "{}"), ("stragglers", "late", "{}"),
             ("wall_s", "wall s", "{:.1f}"), ("sim_time_s", "sim s", "{:.1f}")]
+    if any(not math.isnan(row.get("epsilon", math.nan)) for row in rows):  # DP runs: epsilon spent at privacy.delta
+        cols.append(("epsilon", "epsilon", "{:.3f}"))
     for _, label, _ in cols:
         table.add_column(label, justify="right")
     for row in rows:

@@ -16,3 +16,8 @@ def select(devices: np.ndarray, k: int, over_select: float, rng: np.random.Gener
     """ceil(k * over_select) distinct devices drawn uniformly (capped at the group), in draw order."""
     m = min(len(devices), math.ceil(k * over_select))
     return devices[rng.choice(len(devices), m, replace=False)]
+
+
+def poisson(devices: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Each device independently with probability `rate` (Poisson sampling, what DP accounting assumes), in order."""
+    return devices[rng.random(len(devices)) < rate]

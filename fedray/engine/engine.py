@@ -5,6 +5,7 @@ and the Ray driver is this class made remote at launch with the Ray fleet.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,9 @@ from fedray.engine.devices import DeviceFailure, DeviceUpdate, decode_update
 from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOrder
 from fedray.engine.records import RoundRecord, records_from_table, records_table
 from fedray.engine.streams import Stream, stream, torch_seed
+from fedray.privacy import accounting, dp
 from fedray.strategies import build_strategy
-from fedray.strategies.base import RoundPlan, Strategy
+from fedray.strategies.base import DeviceConfig, RoundPlan, Strategy
 from fedray.tasks import Evaluation, Task, build_task, check_model
 
 Params = dict[str, np.ndarray]
@@ -41,6 +43,9 @@ class Group:
     clock: clock.SimClock
     gflops: float  # median reported compute of its devices
     replica: Params | None = None  # the model as devices rebuild it from ternary broadcasts (None: float32)
+    accountant: accounting.Accountant | None = None  # DP: the rounds this group released and their epsilon
+    noise_multiplier: float = 0.0  # DP: z, the noise std on the sum in units of privacy.clip
+    sampling_rate: float = 0.0  # DP: q of the round being planned
 
     def device_model(self) -> Params:
         """The weights devices hold: the replica under ternary broadcast, else the global model itself."""
@@ -198,6 +203,11 @@ class RoundEngine:
         self.data = self.task.load(self.cfg.seed)
         self.shared = check_model(self.task)
         self.fleet: Fleet = fleet_factory(cfg, self.task, self.data, str(self.run_dir))
+        self.dp_on = self.cfg.privacy.dp != "none"
+        self.noise_rng = dp.fresh_rng() if self.dp_on else None  # never the run seed: see fedray/privacy/dp.py
+        self.budget = self.cfg.privacy.target_epsilon or self.cfg.privacy.epsilon
+        self.budget_warned: set[int] = set()
+        self.stopped_on_budget = False
 
     # ---- setup -------------------------------------------------------------------------------------------
     def setup(self) -> SetupInfo:
@@ -219,10 +229,12 @@ class RoundEngine:
             self.samples[rep.devices] = rep.samples
         self.host_node = [rep.node for rep in reports]
         self._form_groups(tiers)
+        self.host_dead = np.zeros(len(plans), bool)
+        if self.dp_on:
+            self._setup_dp()
         self.group_of = np.zeros(n, np.int32)
         for g in self.groups:
             self.group_of[g.devices] = g.gid
-        self.host_dead = np.zeros(len(plans), bool)
         self._write_grouping()
         return SetupInfo(n, len(plans), [{"group": g.gid, "devices": len(g.devices), "width": g.width,
                                           "gflops": g.gflops} for g in self.groups], list(self.log))
@@ -255,6 +267,55 @@ class RoundEngine:
             check_nesting({g.gid: {k: v.shape for k, v in g.params.items()} for g in self.groups})
         self.bytes_float32 = {g.gid: 4 * sum(v.size for v in g.params.values()) for g in self.groups}
 
+    def _setup_dp(self) -> None:
+        """Each group's accountant and noise multiplier: privacy.noise_multiplier, or the one calibrated so that
+        train.rounds rounds at the group's sampling rate spend privacy.epsilon."""
+        p = self.cfg.privacy
+        for g in self.groups:
+            g.accountant = accounting.Accountant(p.delta)
+            q = self._sampling_rate(g)
+            if p.epsilon is not None:
+                g.noise_multiplier = accounting.calibrate_noise(p.epsilon, p.delta, q, self.cfg.train.rounds)
+                self.log.append(f"group {g.gid}: DP noise multiplier {g.noise_multiplier:.4f} spends epsilon "
+                                f"{p.epsilon:g} at delta {p.delta:g} over {self.cfg.train.rounds} rounds at sampling rate {q:.4f}")
+            else:
+                g.noise_multiplier = float(p.noise_multiplier)
+
+    def _sampling_rate(self, g: Group) -> float:
+        """q under DP: a live device's chance of being drawn, ceil(K * over_select) / live devices (at most 1)."""
+        alive = int((~self.host_dead[self.host_of[g.devices]]).sum())
+        k = selection.participant_count(self.cfg.train.participants, alive)
+        return min(1.0, math.ceil(k * self.cfg.train.over_select) / max(1, alive))
+
+    def _over_budget(self) -> bool:
+        """Whether the next round would take a group past the privacy budget (then the run stops, or warns once)."""
+        if not self.dp_on or self.budget is None:
+            return False
+        p = self.cfg.privacy
+        for g in self.groups:
+            after = g.accountant.epsilon_after(self._sampling_rate(g), g.noise_multiplier)
+            if after <= self.budget:
+                continue
+            line = (f"round {self.round}: privacy budget: group {g.gid} would reach epsilon {after:.3f} > {self.budget:g} "
+                    f"at delta {p.delta:g} (spent {g.accountant.epsilon():.3f} so far)")
+            if p.on_budget == "stop":
+                self.log.append(f"{line}; the run stops before it")
+                self.stopped_on_budget = True
+                return True
+            if g.gid not in self.budget_warned:
+                self.budget_warned.add(g.gid)
+                self.log.append(f"{line}; going on (privacy.on_budget=warn): the guarantee is weaker than the budget")
+        return False
+
+    def _rebuild_accountants(self) -> None:
+        """The accountants from the rounds done (a resume): every released round's (q, z) is in its record."""
+        for g in self.groups:
+            if g.accountant is not None:
+                g.accountant = accounting.Accountant(self.cfg.privacy.delta)
+                for rec in self.records:
+                    if rec.group == g.gid and rec.applied and rec.noise_multiplier > 0:
+                        g.accountant.spend(rec.sampling_rate, rec.noise_multiplier)
+
     def _write_grouping(self) -> None:
         """Record which tier, host and group every device got, with its reported hardware."""
         import pyarrow as pa
@@ -268,7 +329,13 @@ class RoundEngine:
 
     # ---- one round -----------------------------------------------------------------------------------------
     def run_round(self) -> list[RoundRecord]:
-        """One federated round for every group, their training in flight together; a record per group."""
+        """One federated round for every group, their training in flight together; a record per group.
+
+        Under a DP budget, a round that would take a group past it is not run (privacy.on_budget=stop): no
+        records, stopped_on_budget is set and the log says why.
+        """
+        if self._over_budget():
+            return []
         t0 = time.perf_counter()
         round_, cfg = self.round, self.cfg
         launched = []
@@ -332,8 +399,14 @@ class RoundEngine:
         alive = g.devices[~self.host_dead[self.host_of[g.devices]]]
         if len(alive) == 0:
             raise RuntimeError(f"group {g.gid} has no live device hosts left (all exceeded runtime.max_restarts)")
-        k = selection.participant_count(self.cfg.train.participants, len(alive))
-        plan = g.strategy.configure(round_, alive, k, self.cfg.train.over_select, self.rng)
+        if self.dp_on:  # Poisson sampling, as the accountant assumes; the strategy orders them and sets their config
+            g.sampling_rate = self._sampling_rate(g)
+            drawn = selection.poisson(alive, g.sampling_rate, self.rng)
+            plan = (g.strategy.configure(round_, drawn, len(drawn), 1.0, self.rng) if len(drawn)
+                    else RoundPlan(drawn, DeviceConfig()))
+        else:
+            k = selection.participant_count(self.cfg.train.participants, len(alive))
+            plan = g.strategy.configure(round_, alive, k, self.cfg.train.over_select, self.rng)
         hosts = self.host_of[plan.devices]
         by_host = {int(h): [int(d) for d in plan.devices[hosts == h]] for h in np.unique(hosts)}
         return plan, TrainOrder(g.gid, round_, g.width, model, plan.config, by_host)
@@ -359,7 +432,10 @@ class RoundEngine:
         cfg, t = self.cfg, self.cfg.train
         arrivals: Arrivals = self.fleet.collect(handle, cfg.runtime.round_timeout_s)
         crashed |= arrivals.crashed  # they restart and rejoin after the round
-        k = selection.participant_count(t.participants, int((~self.host_dead[self.host_of[g.devices]]).sum()))
+        alive = int((~self.host_dead[self.host_of[g.devices]]).sum())
+        # Under DP every arrival within the deadline counts: capping at the first K would let one device's
+        # presence push another's update out, doubling the sensitivity.
+        k = len(plan.devices) if self.dp_on else selection.participant_count(t.participants, alive)
         ok = admit(arrivals.results, {int(d) for d in plan.devices}, self.bytes_float32[g.gid] + validate.HEADER_SLACK,
                    self.log, round_)
         devices = np.array([u.device for u in ok.updates], np.int64)
@@ -370,7 +446,12 @@ class RoundEngine:
             [ok.updates[i] for i in accepted], names, [g.params[k_].shape for k_ in names], cfg.compression.method,
             t.clip_update_norm, ok.reasons)
         applied = len(updates) >= max(t.min_updates, g.strategy.required_updates())
-        if applied:
+        if applied and self.dp_on:
+            p = cfg.privacy
+            mean, clipped = dp.central_mean(updates, p.clip, g.noise_multiplier, g.sampling_rate * alive, self.noise_rng)
+            g.params = g.strategy.aggregate(round_, g.params, [mean], [1.0])
+            g.accountant.spend(g.sampling_rate, g.noise_multiplier)
+        elif applied:
             g.params = g.strategy.aggregate(round_, g.params, updates, weights)
         sim_round = clock.round_time(times[accepted])
         g.clock.advance(sim_round)
@@ -385,7 +466,10 @@ class RoundEngine:
             bytes_up_float32=float(4 * elements * len(ok.updates)),
             bits_per_element=8 * up_accepted / max(1, elements * len(accepted)),
             train_loss=float(np.average(losses, weights=weights)) if losses else float("nan"),
-            sim_round_s=sim_round, sim_time_s=g.clock.now)
+            sim_round_s=sim_round, sim_time_s=g.clock.now,
+            epsilon=g.accountant.epsilon() if self.dp_on else math.nan,
+            noise_multiplier=g.noise_multiplier if self.dp_on and applied else 0.0,
+            sampling_rate=g.sampling_rate if self.dp_on else 0.0)
 
     def _evaluate(self, records: list[RoundRecord], round_: int) -> None:
         """The task's metrics per group: on the devices' held-out data, and on the server's test set if it has one."""
@@ -466,5 +550,6 @@ class RoundEngine:
         self.rng.bit_generator.state = ckpt.rng_states["select"]
         self.fleet.restore(ckpt.round, ckpt.manifest["config_hash"])
         self.records = records_from_table(ckpt.table("metrics"))
+        self._rebuild_accountants()
         self.round = ckpt.round
         return self.round

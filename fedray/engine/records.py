@@ -31,6 +31,9 @@ class RoundRecord:
     sim_round_s: float = 0.0
     sim_time_s: float = 0.0
     wall_s: float = 0.0
+    epsilon: float = math.nan  # DP: epsilon spent by the group so far, at privacy.delta (NaN without DP)
+    noise_multiplier: float = 0.0  # DP: z of this round's release (0: no noise released)
+    sampling_rate: float = 0.0  # DP: q, each live device's probability of taking part in this round
     metrics: dict[str, float] = field(default_factory=dict)  # the task's metrics (server ones prefixed server_)
 
     def absorb(self, earlier: "RoundRecord") -> None:

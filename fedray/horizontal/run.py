@@ -25,7 +25,8 @@ def progress_status(records: list[RoundRecord], latest: dict[int, dict[str, floa
     for r in records:
         latest[r.group] = {**latest.get(r.group, {}), **r.metrics}
         shown = "".join(f" {name} {value:.3f}" for name, value in sorted(latest[r.group].items()) if not math.isnan(value))
-        parts.append(f"g{r.group}: loss {r.train_loss:.3f}{shown}")
+        spent = "" if math.isnan(r.epsilon) else f" eps {r.epsilon:.2f}"
+        parts.append(f"g{r.group}: loss {r.train_loss:.3f}{shown}{spent}")
     return "  ".join(parts)
 
 
@@ -65,6 +66,11 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
                 except ray.exceptions.RayActorError:
                     raise DriverLost(f"the driver actor {driver_name(run_dir)} died during round {round_}; the run "
                                      f"stopped. Continue it from its newest checkpoint: fedray resume {run_dir}") from None
+                if not recs:  # the privacy budget stops the run before this round
+                    log = ray.get(driver.messages.remote())
+                    for line in log[len(shown):]:
+                        progress.console.print(f"[yellow]{line}[/]")
+                    break
                 if any(r.failures or r.rejected or r.retries for r in recs):
                     log = ray.get(driver.messages.remote())
                     for line in log[len(shown):]:
