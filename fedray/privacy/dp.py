@@ -110,6 +110,26 @@ def device_noise(size: int, total_std: float, devices: int, kind: str, rng: np.r
     return NOISES[kind](size, total_std / math.sqrt(devices), rng)
 
 
+def integer_noise_stds(noise_multiplier: float, clip: float, scales: Sequence[float]) -> np.ndarray:
+    """Per tensor, the std of the summed integer noise that is z * clip in float units once the sum of trits is
+    multiplied by the tensor's scale s_t: z * clip / s_t."""
+    return noise_multiplier * clip / np.asarray(scales, np.float64)
+
+
+def noise_shares(selected: int, threshold: float) -> int:
+    """How many devices' noise a secure round is sure to sum: ceil(threshold * selected), the fewest survivors
+    secure aggregation unmasks. Each device adds 1/this of the variance, so any unmasked sum has at least the
+    target noise (more when more devices survive)."""
+    return max(1, math.ceil(threshold * selected))
+
+
+def secure_noise(sizes: Sequence[int], stds: Sequence[float], shares: int, kind: str,
+                 rng: np.random.Generator) -> np.ndarray:
+    """One device's integer noise over its flattened tensors (int64), tensor t of variance stds[t]^2 / shares."""
+    return np.concatenate([device_noise(int(n), float(std), shares, kind, rng) for n, std in zip(sizes, stds)]
+                          or [np.zeros(0, np.int64)])
+
+
 def noise_room(total_std: float, tail_sigmas: float = 12.0) -> int:
     """The magnitude the summed noise stays within but with probability below ~1e-32 per element (12 sigma): the
     room secure aggregation adds to its modulus so that noise never wraps around Z_M."""

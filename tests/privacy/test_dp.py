@@ -130,3 +130,16 @@ def test_the_cap_keeps_as_many_trits_as_fit_chosen_uniformly():
 def test_the_trit_norm_is_scale_times_root_of_the_nonzero_count():
     trits = [np.array([1, -1, 0, 1], np.int8), np.array([0, 0, -1], np.int8)]
     assert dp.trit_norm(trits, [0.5, 2.0]) == pytest.approx(math.sqrt(3 * 0.25 + 4.0))
+
+
+def test_secure_noise_gives_each_tensor_the_float_std_z_clip_once_scaled():
+    scales = [0.01, 0.2]
+    stds = dp.integer_noise_stds(1.5, 0.8, scales)
+    np.testing.assert_allclose(stds, [120.0, 6.0])
+    shares = dp.noise_shares(40, 0.6)
+    assert shares == 24
+    rng = np.random.default_rng(5)
+    total = sum(dp.secure_noise([30_000, 20_000], stds, shares, "skellam", rng) for _ in range(shares))
+    assert total.dtype == np.int64 and total.size == 50_000
+    assert variance_in_chi2_interval(total[:30_000] * scales[0], (1.5 * 0.8) ** 2)
+    assert variance_in_chi2_interval(total[30_000:] * scales[1], (1.5 * 0.8) ** 2)
