@@ -79,13 +79,15 @@ def run_dataset(name: str, g: PartyTable, h: PartyTable, iterations: int, settin
     """Logistic regression with the default optimizer, in process; AUCs on the training and validation rows."""
     b = BusinessCore(g, settings)
     p = ProviderCore("provider0", h, settings)
+    start = time.perf_counter()
     trainer, info, hist = run_local(b, [p], settings, iterations)
+    total = time.perf_counter() - start
     secs = [x["seconds"] for x in hist]
     return {
         "dataset": name, "model": f"logistic ({settings.optimizer})", "rows": info["intersection"],
         "features": f"{g.features.shape[1]}+{h.features.shape[1]}", "iterations": len(hist),
         "psi_s": info["psi_seconds"], "s_per_iter": statistics.median(secs), "first_iter_s": secs[0],
-        "auc": hist[-1]["auc"], "val_auc": hist[-1]["val_auc"],
+        "setup_s": total - sum(secs), "workers": 1, "auc": hist[-1]["auc"], "val_auc": hist[-1]["val_auc"],
         "sklearn_auc": sklearn_lr_auc(g, h, settings) if reference else None, "where": "in-process",
     }
 
@@ -118,6 +120,9 @@ def synthetic(n: int, fb: int, fp: int, seed: int = 0) -> tuple[PartyTable, Part
 
 
 def run_ray(name: str, guest: Path, host: Path, iterations: int, workers: int = 1) -> dict:
+    """The same job through Ray (party actors, driver actor, object store): s per iteration as the driver
+    actor times it; set-up is everything before the first iteration (actors, reading, PSI, coding, keys)."""
+    import pyarrow.parquet as pq
     import ray
     from omegaconf import OmegaConf
 
@@ -131,13 +136,40 @@ def run_ray(name: str, guest: Path, host: Path, iterations: int, workers: int = 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = ROOT / "bench" / "out" / f"vertical-ray-{name.replace(' ', '')}-w{workers}"
+        begin = time.perf_counter()
         s = run_vertical(cfg, out, log=lambda line: None)
+        total = time.perf_counter() - begin
     finally:
         if started:
             ray.shutdown()
+    secs = pq.read_table(s["metrics_path"]).column("seconds").to_pylist()
     label = f"{name} (Ray, {workers} provider worker{'s' if workers > 1 else ''})"
-    return {"dataset": label, "rows": s["intersection"], "iterations": iterations, "psi_s": s["psi_seconds"],
-            "s_per_iter": s["seconds_per_iteration"], "auc": s["final_auc"], "where": "ray"}
+    return {"dataset": label, "model": "logistic (nesterov)", "rows": s["intersection"], "iterations": iterations,
+            "psi_s": s["psi_seconds"], "s_per_iter": statistics.median(secs), "first_iter_s": secs[0],
+            "setup_s": total - sum(secs), "workers": workers, "auc": s["final_auc"], "val_auc": s["final_val_auc"],
+            "where": "ray"}
+
+
+def epoch_table(n: int, iterations: int, settings: Settings) -> list[dict]:
+    """One full-batch epoch at n x (30 + 300): in process on one core, then through Ray with 1 and 2
+    provider workers on the 2-CPU local cluster, on the same data in the same run."""
+    import ray
+
+    g, h = synthetic(n, 30, 300)
+    rows = [run_dataset(f"synthetic {n // 1000}k (in-process, 1 core)", g, h, iterations, settings, reference=False)]
+    print(f"done {rows[-1]['dataset']}: {rows[-1]['s_per_iter']:.2f} s/iteration", flush=True)
+    gp, hp = write_parquet(g, h, ROOT / "bench" / "out" / "vertical-synthetic")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for workers in (1, 2):
+            rows.append(run_ray(f"synthetic {n // 1000}k", gp, hp, iterations, workers))
+            print(f"done {rows[-1]['dataset']}: {rows[-1]['s_per_iter']:.2f} s/iteration", flush=True)
+    finally:
+        ray.shutdown()
+    base = rows[0]["s_per_iter"]
+    for r in rows:
+        r["ratio"] = r["s_per_iter"] / base
+    return rows
 
 
 def write_parquet(g: PartyTable, h: PartyTable, directory: Path) -> tuple[Path, Path]:
@@ -298,6 +330,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20k x (30+300) synthetic instead of 100k")
     ap.add_argument("--ray", action="store_true", help="also run breast and credit through Ray actors")
+    ap.add_argument("--epoch", action="store_true",
+                    help="only the epoch table: synthetic LR in process and through Ray (1 and 2 provider workers)")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--synthetic-iterations", type=int, default=3)
     ap.add_argument("--paillier-rows", type=int, default=300)
@@ -308,6 +342,21 @@ def main() -> None:
                     help="provider columns of the timed synthetic SecureBoost tree (scaled to 300 in the printout)")
     args = ap.parse_args()
     settings = Settings.from_config(VerticalConfig())
+    if args.epoch:
+        n = 20_000 if args.quick else 100_000
+        rows = epoch_table(n, args.synthetic_iterations, settings)
+        print(f"\nOne full-batch epoch (forward reused from the last evaluation, residual, masked encrypted "
+              f"gradients of all provider features, encrypted evaluation pass) at {n // 1000}k x (30+300), CKKS "
+              f"N=8192; medians over {args.synthetic_iterations} epochs; set-up = actors, reading, PSI, coding, "
+              f"keys and the providers' column encoding")
+        print(table(rows, [("dataset", "run", "s"), ("workers", "provider workers", "d"),
+                           ("s_per_iter", "s/epoch (median)", ".2f"), ("first_iter_s", "first epoch s", ".2f"),
+                           ("ratio", "vs in-process", ".2f"), ("setup_s", "set-up s", ".1f"),
+                           ("psi_s", "of which PSI s", ".1f"), ("val_auc", "validation AUC", ".4f")]))
+        out = ROOT / "bench" / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "vertical-epoch.json").write_text(json.dumps(rows, indent=1))
+        return
     boost = replace(settings, model="secureboost",
                     boost=replace(settings.boost, trees=args.boost_trees) if args.boost_trees else settings.boost)
     rows = []

@@ -69,6 +69,9 @@ class VerticalConfig:
     min_intersection: int = 10  # fewer aligned ids than this is an error
     checkpoint_every: int = 0  # iterations between weight snapshots; 0: use checkpoint.every
     provider_workers: int = 1  # processes (Ray actors) each provider splits its features over
+    # memory (MB, per provider worker) for the encoded full-batch feature plaintexts kept across epochs;
+    # 0: encode them again every epoch (each product then costs ~4x more)
+    plaintext_cache_mb: int = 2048
     ckks: CKKSConfig = field(default_factory=CKKSConfig)
 
 
@@ -133,7 +136,7 @@ def validate_vertical(cfg: Any) -> list[str]:
     if dup not in DUPLICATES:
         err("duplicates", dup, f"allowed values are {', '.join(DUPLICATES)}")
     for key, lo in (("iterations", 1), ("batch_size", 0), ("min_intersection", 1),
-                    ("checkpoint_every", 0), ("provider_workers", 1)):
+                    ("checkpoint_every", 0), ("provider_workers", 1), ("plaintext_cache_mb", 0)):
         v = _get(cfg, key)
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             err(key, v, f"must be an integer >= {lo}")

@@ -61,9 +61,10 @@ from fedray.vertical.protocol import BUSINESS, Settings, progress
 
 ACTOR_PREFIX = "fedray-vertical"
 PING_TIMEOUT_S = 30.0
-# Keys of the vertical section that do not change results: the checkpoint cadence, and how many
-# processes a provider's features are split over (its state is keyed by feature code).
-NON_RESULT_KEYS = ("checkpoint_every", "provider_workers")
+# Keys of the vertical section that do not change results: the checkpoint cadence, how many
+# processes a provider's features are split over (its state is keyed by feature code), and the
+# providers' plaintext cache.
+NON_RESULT_KEYS = ("checkpoint_every", "provider_workers", "plaintext_cache_mb")
 
 
 def _actor_cpus(cfg: Any) -> float:

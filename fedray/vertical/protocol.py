@@ -33,7 +33,6 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import tenseal as ts
 
 from fedray.data.vertical import PartyTable, read_party
 from fedray.vertical import ckks
@@ -88,6 +87,7 @@ class Settings:
     min_intersection: int = 10
     id_column: str = "id"
     label_column: str = "y"
+    plaintext_cache_mb: int = 2048
     ckks: ckks.CKKSParams = field(default_factory=ckks.CKKSParams)
     boost: BoostParams = field(default_factory=BoostParams)
 
@@ -103,6 +103,7 @@ class Settings:
                    batch_size=int(_get(v, "batch_size")), duplicates=str(_get(v, "duplicates")),
                    min_intersection=int(_get(v, "min_intersection")), id_column=str(_get(v, "id_column")),
                    label_column=str(_get(v, "label_column")),
+                   plaintext_cache_mb=int(_get(v, "plaintext_cache_mb", 2048)),
                    ckks=ckks.CKKSParams.from_config(_get(v, "ckks")),
                    boost=BoostParams.from_config(_get(v, "boost")))
 
@@ -317,17 +318,19 @@ class BusinessCore(_Party, BusinessAlignment):
             return 1.0 / (1.0 + np.exp(-z)) - y
         return z - y
 
-    def backward(self) -> list[bytes]:
-        """Residual d, own update, and [[d]] in the batch's slot layout for the providers."""
+    def backward(self, segment: int = 0) -> list[bytes]:
+        """Residual d, own update, and [[d]] for the providers, in blocks of ``segment`` rows
+        (``ckks.SlotLayout``; the driver picks it, 0: the default)."""
         batch, z = self._batch, self._zb
         y = self.y if batch is None else self.y[batch]
         d = self._residual(z, y)
         m = len(d)
         grad = np.r_[self.rows(batch).T @ d / m, d.mean() if self.s.fit_intercept else 0.0]
         self.opt.step(grad, self._penalize)
-        layout = ckks.SlotLayout(m, self.s.ckks.slots)
+        layout = ckks.SlotLayout(m, self.s.ckks.slots, segment)
         self._layout = layout
-        return [ts.ckks_vector(self.ctx, v).serialize() for v in layout.residual_plain(d)]
+        ops = ckks.seal_ops(self.ctx)
+        return [ops.encrypt(v) for v in layout.residual_plain(d)]
 
     def unmask(self, masked: Sequence[bytes]) -> np.ndarray:
         """Masked slot vectors in, masked per-feature sums out. Never sees an unmasked gradient."""
@@ -389,6 +392,7 @@ class ProviderCore(_Party, ProviderAlignment):
         self.X = self._X0
         self._psi = ProviderPSI(list(self._ids)) if k == 0 else None
         self.ctx = None
+        self._plains = ckks.PlainCache(settings.plaintext_cache_mb << 20)
 
     @classmethod
     def from_file(cls, name: str, path: str, settings: Settings, shard: tuple[int, int] = (0, 1)) -> "ProviderCore":
@@ -407,6 +411,7 @@ class ProviderCore(_Party, ProviderAlignment):
         self.ctx = ckks.load_context(data)
         if self.ctx.is_private():
             raise ValueError(f"{self.name}: refusing a context that holds a secret key")
+        self._plains.clear()
 
     def scores(self, batch: Optional[np.ndarray]) -> list[bytes]:
         """[[u_p]] = [[X_p w_p]] for the training batch, one ciphertext per ``slots`` rows."""
@@ -416,13 +421,23 @@ class ProviderCore(_Party, ProviderAlignment):
         """[[u_p]] for all aligned rows, training rows first (the evaluation pass)."""
         return ckks.encrypt_chunks(self.ctx, self.X_all @ self.opt.w, self.s.ckks.slots)
 
-    def masked_gradient(self, batch: Optional[np.ndarray], enc_d: Sequence[bytes]) -> list[bytes]:
+    def encode_columns(self, segment: int) -> int:
+        """Encode the full batch's gradient multipliers for blocks of ``segment`` rows into the cache now
+        (during setup, so that no epoch pays for it); the bytes kept."""
+        layout = ckks.SlotLayout(self.n_train, self.s.ckks.slots, segment)
+        ckks.encode_multipliers(self.ctx, self.X, layout, self._plains)
+        return self._plains.used
+
+    def masked_gradient(self, batch: Optional[np.ndarray], enc_d: Sequence[bytes], segment: int = 0) -> list[bytes]:
+        """Masked [[X_p^T d]] slot vectors for [[d]] in blocks of ``segment`` rows (as the business party's)."""
         X = self.rows(batch)
         self._m = X.shape[0]
-        layout = ckks.SlotLayout(self._m, self.s.ckks.slots)
+        layout = ckks.SlotLayout(self._m, self.s.ckks.slots, segment)
         scale = 2.0 ** (2 * self.s.ckks.global_scale_bits)
+        # the full batch's multipliers never change: their encodings are kept for every later epoch
+        cache = self._plains if batch is None else None
         out, self._mask_sums = ckks.masked_gradient(self.ctx, enc_d, X, layout, self.s.ckks.mask_bits, scale,
-                                                    what=f"{self.name}: residual ciphertext")
+                                                    what=f"{self.name}: residual ciphertext", cache=cache)
         return out
 
     def apply(self, masked_sums: np.ndarray) -> None:
@@ -540,6 +555,7 @@ class Trainer:
         self.log = log
         self._cached = False
         self.n = 0
+        self.provider_features = 0  # set by setup: all provider workers' feature counts
         self.done = 0  # iterations completed
         self.stopping = EarlyStopping(settings.patience, settings.tolerance)
         self.stop = False  # set when early stopping says the last iteration was the final one
@@ -559,18 +575,28 @@ class Trainer:
         if len(splits) != 1:
             raise PSIError(f"the parties disagree on the validation split: (training, validation) rows {sorted(splits)}")
         self.n, self.n_val = splits.pop()
-        _, blocks, ctx = code_features(t, G)
+        counts, blocks, ctx = code_features(t, G)
+        self.provider_features = sum(counts.values())
         self.agg.set_context(t.get([ctx])[0])
+        if not 0 < self.s.batch_size < self.n:  # full batch: the providers encode their multipliers once, now
+            start = time.perf_counter()
+            cached = t.get([t.call(p, "encode_columns", self._segment(self.n)) for p in self.providers])
+            self.log(f"providers encoded their columns ({sum(cached) >> 20} MB kept, "
+                     f"{time.perf_counter() - start:.1f} s)")
         return {"intersection": intersection, "train_rows": self.n, "validation_rows": self.n_val,
                 "pairwise_intersection": dict(zip(P, map(int, pair_sizes))),
                 "codes": {k: list(v) for k, v in blocks.items()}, "psi_seconds": psi_s, "warnings": warnings}
 
     def _batches(self) -> list[Optional[np.ndarray]]:
         b = self.s.batch_size
-        if b <= 0 or b >= self.n:
+        if not 0 < b < self.n:
             return [None]
         perm = self.rng.permutation(self.n)
         return [np.sort(perm[i:i + b]) for i in range(0, self.n, b)]
+
+    def _segment(self, m: int) -> int:
+        """Rows per block of [[d]] for a batch of m rows (``ckks.SlotLayout.choose``)."""
+        return ckks.SlotLayout.choose(m, self.s.ckks.slots, self.provider_features).segment
 
     def _scores(self, batch: Optional[np.ndarray]) -> list[bytes]:
         t = self.t
@@ -585,8 +611,9 @@ class Trainer:
                 t.call(BUSINESS, "forward", None, None)
             else:
                 t.call(BUSINESS, "forward", batch, self._scores(batch))
-            enc_d = t.call(BUSINESS, "backward")
-            masked = {p: t.call(p, "masked_gradient", batch, enc_d) for p in P}
+            segment = self._segment(self.n if batch is None else len(batch))
+            enc_d = t.call(BUSINESS, "backward", segment)
+            masked = {p: t.call(p, "masked_gradient", batch, enc_d, segment) for p in P}
             sums = {p: t.call(BUSINESS, "unmask", masked[p]) for p in P}
             t.get([t.call(p, "apply", sums[p]) for p in P])
         evaluation = self.agg.add(t.get([t.call(p, "eval_scores") for p in P]), P)

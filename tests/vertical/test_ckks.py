@@ -126,3 +126,74 @@ def test_masks_are_fresh_across_outputs_and_steps(keys):
             assert np.median(np.abs(masks[i] - masks[j])) > 2.0 ** (params.mask_bits - 3), (i, j)
     spread = np.concatenate(masks) / 2.0 ** params.mask_bits  # uniform in [-1, 1): mean 0, variance 1/3
     assert abs(spread.mean()) < 0.01 and abs(spread.var() - 1 / 3) < 0.01
+
+
+def test_seal_bytes_are_tenseals_own_serialization(keys):
+    """The hot loop's own byte output (SEAL's save wrapped in TenSEAL's vector framing) is byte-identical to
+    TenSEAL's ``serialize``. Catches a wrong field tag, length or scale in the framing."""
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    vec = ts.ckks_vector(pub, np.linspace(-1, 1, params.slots))
+    ops = ckks.seal_ops(pub)
+    assert ops.to_bytes(ckks.seal_ciphertext(vec), pub.global_scale) == vec.serialize()
+    assert ckks.seal_ops(pub) is ops  # made once per context
+
+
+@pytest.mark.parametrize("m, f, segment", [(9000, 5, 1024), (20_000, 7, 2048), (5000, 9, 512), (700, 3, 256)])
+def test_blocked_layout_gradient_equals_plain(keys, m, f, segment):
+    """Rows in blocks of ``segment`` (last one partial), several features per output: the unmasked sums are
+    X^T d. Catches a block misplaced or not zero-padded, features out of order within an output, or a
+    mask sum taken over the wrong segment."""
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    rng = np.random.default_rng(m + f)
+    X, d = rng.normal(size=(m, f)) * 3, rng.uniform(-1, 1, m)
+    layout = ckks.SlotLayout(m, params.slots, segment)
+    assert layout.blocks == -(-m // segment) and layout.pack == params.slots // segment
+    enc_d = [ts.ckks_vector(secret, v).serialize() for v in layout.residual_plain(d)]
+    masked, mask_sums = ckks.masked_gradient(pub, enc_d, X, layout, params.mask_bits,
+                                             2.0 ** (2 * params.global_scale_bits))
+    assert len(masked) == layout.outputs(f) == -(-f // layout.pack)
+    sums = ckks.unmask_sums(secret, masked, layout, params.plausible_bound)
+    assert np.allclose(sums[:f] - mask_sums, X.T @ d, atol=1e-3)
+    assert np.all(np.abs(sums[:f] - X.T @ d) > 1e3)  # the business party's sums are masked
+
+
+def test_layout_choice_balances_encryptions_and_outputs():
+    """One block when the batch fits a ciphertext; else the power of two nearest sqrt(m * slots / features)."""
+    assert ckks.SlotLayout.choose(80_000, 4096, 300).segment == 1024
+    assert ckks.SlotLayout.choose(24_000, 4096, 10).segment == 4096  # few features: one feature per output
+    assert ckks.SlotLayout.choose(455, 4096, 20) == ckks.SlotLayout(455, 4096, 455)
+    assert ckks.SlotLayout(100_000, 4096) == ckks.SlotLayout(100_000, 4096, 4096)
+    for bad in (-1, 4097):
+        with pytest.raises(ValueError, match="segment"):
+            ckks.SlotLayout(5000, 4096, bad)
+
+
+def test_plain_cache_reuses_encodings_within_its_budget(keys):
+    """A second step with the cache gives the same gradient with fresh masks and encodes nothing new; another
+    layout of the same columns gets its own entries; a budget below one output's plaintexts keeps nothing.
+    Catches a cache keyed without the layout (stale multipliers) or one that ignores its budget."""
+    params, secret, pub_bytes = keys
+    pub = ckks.load_context(pub_bytes)
+    rng = np.random.default_rng(11)
+    m, f = 9000, 6
+    X, scale = rng.normal(size=(m, f)), 2.0 ** (2 * params.global_scale_bits)
+    cache = ckks.PlainCache(1 << 30)
+    for segment in (1024, 2048, 1024):
+        layout = ckks.SlotLayout(m, params.slots, segment)
+        d = rng.uniform(-1, 1, m)
+        enc_d = [ts.ckks_vector(secret, v).serialize() for v in layout.residual_plain(d)]
+        before = cache.used
+        masked, mask_sums = ckks.masked_gradient(pub, enc_d, X, layout, params.mask_bits, scale, cache=cache)
+        sums = ckks.unmask_sums(secret, masked, layout)
+        assert np.allclose(sums[:f] - mask_sums, X.T @ d, atol=1e-3)
+        if segment == 2048:
+            assert cache.used > before  # a new layout: new entries
+    assert cache.used == sum(sum(p.coeff_count() * 8 for p in v if p is not None) for v in cache._plains.values())
+    per_output = cache.used // len(cache._plains)
+    small = ckks.PlainCache(per_output - 1)
+    layout = ckks.SlotLayout(m, params.slots, 1024)
+    enc_d = [ts.ckks_vector(secret, v).serialize() for v in layout.residual_plain(np.ones(m))]
+    ckks.masked_gradient(pub, enc_d, X, layout, params.mask_bits, scale, cache=small)
+    assert small.used == 0 and not small._plains

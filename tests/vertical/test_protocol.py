@@ -303,3 +303,29 @@ def test_missing_error_policy_stops_at_the_first_empty_cell(data_dir, tmp_path):
     _blank(g, tmp_path / "g.csv", np.random.default_rng(1), label=True)
     with pytest.raises(Exception, match=r"g\.csv:\d+: column 'x\d': (missing value|non-finite|non-numeric)"):
         BusinessCore.from_file(str(tmp_path / "g.csv"), replace(SETTINGS, missing="error"))
+
+
+def test_blocked_layout_with_two_workers_equals_plain_training():
+    """More training rows than slots and many provider features: the driver picks blocks of rows (several
+    features per gradient ciphertext), two provider workers keep their encoded columns across epochs, and
+    the run still follows plain full-batch training. Catches a layout the business party and the providers
+    disagree on, and a stale cached multiplier in a later epoch."""
+    rng = np.random.default_rng(3)
+    n, fb, fp = 6000, 4, 48
+    Xb, Xp = rng.normal(size=(n, fb)), rng.normal(size=(n, fp))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(Xb.sum(1) + Xp[:, :8].sum(1)) / 3))).astype(float)
+    ids = np.array([f"c{i}" for i in range(n)], dtype=object)
+    g = PartyTable("g", ids, Xb, [f"b{i}" for i in range(fb)], y)
+    h = PartyTable("h", ids[::-1].copy(), Xp[::-1].copy(), [f"p{i}" for i in range(fp)])
+    s = replace(SETTINGS, optimizer="sgd", lr=0.5, l2=0.01, momentum=0.5)
+    b = BusinessCore(g, s)
+    shards = [ProviderCore("provider0", h, s, (k, 2)) for k in range(2)]
+    trainer, info, _ = run_local(b, shards, s, iterations=3)
+    layout_rows = info["train_rows"]
+    assert layout_rows > s.ckks.slots and trainer.provider_features == fp
+    assert all(p._plains.used > 0 for p in shards)  # the full batch's encodings were kept
+    X, yy, val = _pooled(g, h, s)
+    train = X[~val]
+    w = _pooled_steps((train - train.mean(0)) / train.std(0), yy[~val], s, 3)
+    got = np.r_[b.opt.w[:-1], np.concatenate([p.opt.w for p in shards]), b.opt.w[-1]]
+    assert np.allclose(got, w, atol=1e-6)
