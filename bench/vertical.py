@@ -4,6 +4,7 @@
     python bench/vertical.py --no-boost # logistic regression rows only
     python bench/vertical.py --quick    # smaller synthetic shape, for a smoke run
     flock /tmp/fedray-ray.lock python bench/vertical.py --ray   # also time breast/credit through Ray actors
+    python bench/vertical.py --epoch --ray-lock /tmp/fedray-ray.lock   # one epoch at 100k x (30 + 300): in process, then Ray
 
 By default the protocol runs in-process (``fedray.vertical.protocol.run_local``: the same party
 cores and driver loop the Ray actors wrap, one process, one core) so that the timings are the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -150,22 +152,34 @@ def run_ray(name: str, guest: Path, host: Path, iterations: int, workers: int = 
             "where": "ray"}
 
 
-def epoch_table(n: int, iterations: int, settings: Settings) -> list[dict]:
-    """One full-batch epoch at n x (30 + 300): in process on one core, then through Ray with 1 and 2
-    provider workers on the 2-CPU local cluster, on the same data in the same run."""
+def epoch_table(n: int, iterations: int, settings: Settings, workers_list: list[int],
+                lock: str | None = None) -> list[dict]:
+    """One full-batch epoch at n x (30 + 300): in process on one core, then through Ray with each of
+    ``workers_list`` provider workers on the 2-CPU local cluster, on the same data in the same run.
+    ``lock``: a file to flock around the Ray rows only (the machine's one-cluster-at-a-time lock)."""
+    import fcntl
+
     import ray
 
     g, h = synthetic(n, 30, 300)
     rows = [run_dataset(f"synthetic {n // 1000}k (in-process, 1 core)", g, h, iterations, settings, reference=False)]
+    rows[-1]["load"] = os.getloadavg()[0]
     print(f"done {rows[-1]['dataset']}: {rows[-1]['s_per_iter']:.2f} s/iteration", flush=True)
     gp, hp = write_parquet(g, h, ROOT / "bench" / "out" / "vertical-synthetic")
+    held = open(lock, "a") if lock else None
+    if held:
+        print(f"waiting for {lock}", flush=True)
+        fcntl.flock(held, fcntl.LOCK_EX)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for workers in (1, 2):
+        for workers in workers_list:
             rows.append(run_ray(f"synthetic {n // 1000}k", gp, hp, iterations, workers))
+            rows[-1]["load"] = os.getloadavg()[0]
             print(f"done {rows[-1]['dataset']}: {rows[-1]['s_per_iter']:.2f} s/iteration", flush=True)
     finally:
         ray.shutdown()
+        if held:
+            held.close()
     base = rows[0]["s_per_iter"]
     for r in rows:
         r["ratio"] = r["s_per_iter"] / base
@@ -331,7 +345,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20k x (30+300) synthetic instead of 100k")
     ap.add_argument("--ray", action="store_true", help="also run breast and credit through Ray actors")
     ap.add_argument("--epoch", action="store_true",
-                    help="only the epoch table: synthetic LR in process and through Ray (1 and 2 provider workers)")
+                    help="only the epoch table: synthetic LR in process, then through Ray")
+    ap.add_argument("--epoch-workers", type=int, nargs="+", default=[2],
+                    help="provider_workers of the epoch table's Ray rows (default 2)")
+    ap.add_argument("--ray-lock", default=None,
+                    help="flock this file around the epoch table's Ray rows only (e.g. /tmp/fedray-ray.lock)")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--synthetic-iterations", type=int, default=3)
     ap.add_argument("--paillier-rows", type=int, default=300)
@@ -344,7 +362,7 @@ def main() -> None:
     settings = Settings.from_config(VerticalConfig())
     if args.epoch:
         n = 20_000 if args.quick else 100_000
-        rows = epoch_table(n, args.synthetic_iterations, settings)
+        rows = epoch_table(n, args.synthetic_iterations, settings, args.epoch_workers, args.ray_lock)
         print(f"\nOne full-batch epoch (forward reused from the last evaluation, residual, masked encrypted "
               f"gradients of all provider features, encrypted evaluation pass) at {n // 1000}k x (30+300), CKKS "
               f"N=8192; medians over {args.synthetic_iterations} epochs; set-up = actors, reading, PSI, coding, "
@@ -352,7 +370,8 @@ def main() -> None:
         print(table(rows, [("dataset", "run", "s"), ("workers", "provider workers", "d"),
                            ("s_per_iter", "s/epoch (median)", ".2f"), ("first_iter_s", "first epoch s", ".2f"),
                            ("ratio", "vs in-process", ".2f"), ("setup_s", "set-up s", ".1f"),
-                           ("psi_s", "of which PSI s", ".1f"), ("val_auc", "validation AUC", ".4f")]))
+                           ("psi_s", "of which PSI s", ".1f"), ("val_auc", "validation AUC", ".4f"),
+                           ("load", "load average (2 cores)", ".1f")]))
         out = ROOT / "bench" / "out"
         out.mkdir(parents=True, exist_ok=True)
         (out / "vertical-epoch.json").write_text(json.dumps(rows, indent=1))

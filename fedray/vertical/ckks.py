@@ -49,6 +49,7 @@ import math
 import os
 import struct
 import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -427,6 +428,7 @@ class SealOps:
         only to a path, so it goes through an in-memory file of this process."""
         if self._file is None:
             self._file = _scratch_file()
+            weakref.finalize(self, os.close, self._file[0])
         fd, path = self._file
         ct.save(path)
         blob = os.pread(fd, os.fstat(fd).st_size, 0)
