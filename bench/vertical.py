@@ -152,6 +152,47 @@ def run_ray(name: str, guest: Path, host: Path, iterations: int, workers: int = 
             "where": "ray"}
 
 
+def cpu_by_role(g: PartyTable, h: PartyTable, settings: Settings, iterations: int, workers: int = 2) -> dict:
+    """CPU seconds per epoch of each role, in process (``time.process_time`` around every call into a party
+    and around the driver's additions): what each process would spend, less sensitive to a loaded machine
+    than wall-clock time. Median over ``iterations`` epochs, per role and per provider worker."""
+    from fedray.vertical.protocol import LocalTransport, Trainer, local_parties
+
+    spent: dict[str, float] = {}
+
+    class Timed(LocalTransport):
+        def call(self, party, method, *args):
+            start = time.process_time()
+            try:
+                return super().call(party, method, *args)
+            finally:
+                spent[party] = spent.get(party, 0.0) + time.process_time() - start
+
+    business = BusinessCore(g, settings)
+    shards = [ProviderCore("provider0", h, settings, (k, workers)) for k in range(workers)]
+    parties, groups = local_parties(business, shards)
+    trainer = Trainer(Timed(parties), groups, settings)
+    trainer.setup()
+    add = trainer.agg.add
+
+    def timed_add(*args):
+        start = time.process_time()
+        try:
+            return add(*args)
+        finally:
+            spent["driver"] = spent.get("driver", 0.0) + time.process_time() - start
+
+    trainer.agg.add = timed_add
+    per_epoch = []
+    for _ in range(iterations):
+        spent.clear()
+        trainer.iteration()
+        per_epoch.append(dict(spent))
+    roles = {"business party": ["business"], "driver (additions)": ["driver"],
+             "each provider worker": groups["provider0"]}
+    return {role: statistics.median(max(e.get(k, 0.0) for k in keys) for e in per_epoch) for role, keys in roles.items()}
+
+
 def epoch_table(n: int, iterations: int, settings: Settings, workers_list: list[int],
                 lock: str | None = None) -> list[dict]:
     """One full-batch epoch at n x (30 + 300): in process on one core, then through Ray with each of
@@ -183,7 +224,7 @@ def epoch_table(n: int, iterations: int, settings: Settings, workers_list: list[
     base = rows[0]["s_per_iter"]
     for r in rows:
         r["ratio"] = r["s_per_iter"] / base
-    return rows
+    return rows, g, h
 
 
 def write_parquet(g: PartyTable, h: PartyTable, directory: Path) -> tuple[Path, Path]:
@@ -362,7 +403,7 @@ def main() -> None:
     settings = Settings.from_config(VerticalConfig())
     if args.epoch:
         n = 20_000 if args.quick else 100_000
-        rows = epoch_table(n, args.synthetic_iterations, settings, args.epoch_workers, args.ray_lock)
+        rows, g, h = epoch_table(n, args.synthetic_iterations, settings, args.epoch_workers, args.ray_lock)
         print(f"\nOne full-batch epoch (forward reused from the last evaluation, residual, masked encrypted "
               f"gradients of all provider features, encrypted evaluation pass) at {n // 1000}k x (30+300), CKKS "
               f"N=8192; medians over {args.synthetic_iterations} epochs; set-up = actors, reading, PSI, coding, "
@@ -372,9 +413,13 @@ def main() -> None:
                            ("ratio", "vs in-process", ".2f"), ("setup_s", "set-up s", ".1f"),
                            ("psi_s", "of which PSI s", ".1f"), ("val_auc", "validation AUC", ".4f"),
                            ("load", "load average (2 cores)", ".1f")]))
+        cpu = cpu_by_role(g, h, settings, args.synthetic_iterations, max(args.epoch_workers))
+        print(f"\nCPU seconds per epoch by role, in process, {max(args.epoch_workers)} provider workers (median over "
+              f"{args.synthetic_iterations} epochs; load average {os.getloadavg()[0]:.1f})")
+        print(table([{"role": k, "cpu": v} for k, v in cpu.items()], [("role", "role", "s"), ("cpu", "CPU s", ".2f")]))
         out = ROOT / "bench" / "out"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "vertical-epoch.json").write_text(json.dumps(rows, indent=1))
+        (out / "vertical-epoch.json").write_text(json.dumps({"epochs": rows, "cpu_by_role": cpu}, indent=1))
         return
     boost = replace(settings, model="secureboost",
                     boost=replace(settings.boost, trees=args.boost_trees) if args.boost_trees else settings.boost)
