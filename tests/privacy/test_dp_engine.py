@@ -104,3 +104,12 @@ def test_the_summary_and_progress_line_show_epsilon_only_for_dp_runs(tmp_path):
         assert ("epsilon" in console.export_text()) == shown
         assert ("eps " in progress_status(run.records, {})) == shown
     assert summarize(e.metrics_table().to_pylist())[0]["epsilon"] == pytest.approx(e.records[-1].epsilon)
+
+
+def test_dp_rounds_draw_devices_independently_and_fuse_every_arrival(tmp_path):
+    """Poisson sampling (the round's size varies around K = 10) and no first-K cutoff: a cutoff would let one
+    device's presence push another's update out, which the accountant's sensitivity does not allow."""
+    e = engine(tmp_path, ["privacy.noise_multiplier=1.0"])
+    records = [e.run_round()[0] for _ in range(6)]
+    assert len({r.selected for r in records}) > 1 and max(r.selected for r in records) > 10
+    assert all(r.participants == r.selected and r.stragglers == 0 for r in records)
