@@ -7,8 +7,8 @@ What Flower brings is everything around it: its simulation engine on its own Ray
 device's private parameters live between rounds), node sampling and FedAvg.
 
 Run: python -c "from bench.flower_app import main; main()" SPEC.json  (cwd and PYTHONPATH: the checkout)
-SPEC holds the fedray config as plain data, the rounds, the CPUs to use and the output file,
-which gets the wall-clock times the rounds ended at, when the first began, and the final metrics on the devices fedray evaluates.
+SPEC holds the fedray config as plain data, the rounds, the CPUs to use and the output file. The output gets the
+wall-clock times the rounds ended at, when the first began, and the final metrics on the devices fedray evaluates.
 """
 from __future__ import annotations
 
@@ -61,7 +61,6 @@ class Job:
 @lru_cache(maxsize=None)
 def job() -> Job:
     """The task and its data, built once per process (the ServerApp's, and each Ray actor's)."""
-
     torch.set_num_threads(1)  # one CPU per ClientApp actor, as fedray gives one per device host
     spec = Spec(**json.loads(Path(os.environ["FEDRAY_FLOWER_SPEC"]).read_text()))
     task = build_task(spec.config["task"])
@@ -182,7 +181,7 @@ def make_strategy(j: Job, n_devices: int) -> FedAvg:
     """
     s = j.spec.config["strategy"]
     if (s["name"] or "fedavg") != "fedavg" or s["target"]:
-        raise SystemExit(f"bench/flower_app.py runs Flower's FedAvg only; the config asks for strategy {s['name'] or s['target']}")
+        raise SystemExit(f"bench/flower_app.py runs Flower's FedAvg only; the config asks for {s['name'] or s['target']}")
     server_lr = float(s["server_lr"] or j.task.server_lr)
     k = selection.participant_count(j.spec.config["train"]["participants"], n_devices)
     sampling = dict(fraction_train=k / n_devices, fraction_evaluate=0.0, min_train_nodes=k, min_available_nodes=n_devices)
@@ -213,8 +212,8 @@ def server(grid: Grid, context: Context) -> None:
     def mark(server_round: int, arrays: ArrayRecord) -> None:
         marks.append(time.time())
 
-    result = make_strategy(j, len(nodes)).start(grid=ordered, initial_arrays=ArrayRecord({k: Array(v) for k, v in params.items()}),
-                                                 num_rounds=rounds, evaluate_fn=mark)
+    initial = ArrayRecord({k: Array(v) for k, v in params.items()})
+    result = make_strategy(j, len(nodes)).start(grid=ordered, initial_arrays=initial, num_rounds=rounds, evaluate_fn=mark)
     final = RecordDict({"arrays": result.arrays, "config": ConfigRecord({"server-round": rounds})})
     evaluated = evaluation_devices(len(nodes), int(j.spec.config["train"]["eval_users"]), seed)
     evals = _ask_all(ordered, [ordered.ordered[d] for d in evaluated], MessageType.EVALUATE, final)
@@ -227,8 +226,6 @@ def server(grid: Grid, context: Context) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the spec's job in Flower's simulation engine, one node per device, one CPU per ClientApp actor."""
-
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: flower_app SPEC.json")

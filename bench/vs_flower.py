@@ -45,7 +45,8 @@ from bench.overhead import PlainRun, overrides, plain_run  # noqa: E402
 from fedray.config import load_config, to_plain  # noqa: E402
 from fedray.engine.engine import evaluation_devices, weighted_metrics  # noqa: E402
 
-FLOWER_PACKAGES = ["flwr[simulation]==1.42.0", "torch==2.13.0", "numpy", "pyarrow", "omegaconf"]
+# Flower, and what the pure fedray modules its ClientApp imports need (fedray.engine pulls in the DP accountant)
+FLOWER_PACKAGES = ["flwr[simulation]==1.42.0", "torch==2.13.0", "numpy", "pyarrow", "omegaconf", "dp-accounting>=0.6"]
 DEFAULT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedray" / "flower-1.42.0"
 SETUP_LINE = re.compile(r"\d+ devices on \d+ device hosts")  # fedray run prints it once set-up is done
 FLOAT = ["compression.method=none"]
@@ -153,10 +154,11 @@ def flower_python(venv: Path) -> tuple[Path | None, str]:
         return python, ""
     print(f"creating Flower's virtual environment in {venv} ({' '.join(FLOWER_PACKAGES)}); this takes minutes", flush=True)
     steps = [[sys.executable, "-m", "venv", str(venv)], [str(python), "-m", "pip", "install", "-q", *FLOWER_PACKAGES],
-             [str(python), "-c", "import flwr.simulation, torch, pyarrow, omegaconf"]]
+             [str(python), "-c", "import bench.flower_app"]]  # Flower and every fedray module the bench's app imports
     for cmd in steps:
         try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
         except (OSError, subprocess.SubprocessError) as e:
             detail = getattr(e, "stderr", "") or str(e)
             lines = [l for l in detail.splitlines() if l.strip() and not l.startswith("WARNING: Location")]
@@ -258,11 +260,12 @@ def main(argv: list[str] | None = None) -> None:
             except RuntimeError as e:  # one system failing leaves the others' rows
                 row.skipped, row.outcomes = f"failed: {e}", []
                 print(f"{row.name} {row.skipped}", file=sys.stderr)
-    (work / "outcomes.json").write_text(json.dumps({r.name: [asdict(o) for o in r.outcomes] or r.skipped for r in rows}, indent=1))
+    outcomes = {r.name: [asdict(o) for o in r.outcomes] or r.skipped for r in rows}
+    (work / "outcomes.json").write_text(json.dumps(outcomes, indent=1))
     cfg = load_config(conf, job_overrides(args.rounds, args.overrides))
-    print_table(rows, f"vs_flower: {conf.name}, {cfg.train.participants:g} devices per round, {cfg.train.local_steps} local "
-                      f"steps, {args.rounds} rounds; medians of {args.repeats} repeats; one process per run, {len(os.sched_getaffinity(0))} CPUs"
-                      + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+    print_table(rows, f"vs_flower: {conf.name}, {cfg.train.participants:g} devices per round, {cfg.train.local_steps} "
+                      f"local steps, {args.rounds} rounds; medians of {args.repeats} repeats; one process per run, "
+                      f"{len(os.sched_getaffinity(0))} CPUs" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
 
 
 if __name__ == "__main__":
