@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,10 +23,13 @@ from fedray.engine.devices import DeviceFailure, DeviceUpdate, decode_update
 from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOrder
 from fedray.engine.records import RoundRecord, records_from_table, records_table
 from fedray.engine.streams import Stream, stream, torch_seed
-from fedray.privacy import accounting, dp
+from fedray.privacy import dp
 from fedray.strategies import build_strategy
 from fedray.strategies.base import DeviceConfig, RoundPlan, Strategy
 from fedray.tasks import Evaluation, Task, build_task, check_model
+
+if TYPE_CHECKING:  # dp-accounting takes seconds to import: only DP runs load it (in _setup_dp)
+    from fedray.privacy.accounting import Accountant
 
 Params = dict[str, np.ndarray]
 
@@ -43,7 +46,7 @@ class Group:
     clock: clock.SimClock
     gflops: float  # median reported compute of its devices
     replica: Params | None = None  # the model as devices rebuild it from ternary broadcasts (None: float32)
-    accountant: accounting.Accountant | None = None  # DP: the rounds this group released and their epsilon
+    accountant: Accountant | None = None  # DP: the rounds this group released and their epsilon
     noise_multiplier: float = 0.0  # DP: z, the noise std on the sum in units of privacy.clip
     sampling_rate: float = 0.0  # DP: q of the round being planned
 
@@ -270,6 +273,8 @@ class RoundEngine:
     def _setup_dp(self) -> None:
         """Each group's accountant and noise multiplier: privacy.noise_multiplier, or the one calibrated so that
         train.rounds rounds at the group's sampling rate spend privacy.epsilon."""
+        from fedray.privacy import accounting
+
         p = self.cfg.privacy
         for g in self.groups:
             g.accountant = accounting.Accountant(p.delta)
@@ -309,6 +314,8 @@ class RoundEngine:
 
     def _rebuild_accountants(self) -> None:
         """The accountants from the rounds done (a resume): every released round's (q, z) is in its record."""
+        from fedray.privacy import accounting
+
         for g in self.groups:
             if g.accountant is not None:
                 g.accountant = accounting.Accountant(self.cfg.privacy.delta)

@@ -113,3 +113,11 @@ def test_dp_rounds_draw_devices_independently_and_fuse_every_arrival(tmp_path):
     records = [e.run_round()[0] for _ in range(6)]
     assert len({r.selected for r in records}) > 1 and max(r.selected for r in records) > 10
     assert all(r.participants == r.selected and r.stragglers == 0 for r in records)
+
+
+def test_runs_without_dp_do_not_pay_for_importing_the_accountant():
+    import subprocess
+    import sys
+
+    code = "import sys, fedray.engine.engine, fedray.engine.devices\nassert 'dp_accounting' not in sys.modules\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
