@@ -39,10 +39,24 @@ def _ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def ray_module(_ray_session):
+    """The shared local Ray for a module-scoped fixture (e.g. a reference run several tests compare with)."""
+    return start_local_ray()
+
+
 @pytest.fixture
 def ray_local(_ray_session):
     """The session's shared local Ray (started on first use, or again after a test that needed its own cluster)."""
     return start_local_ray()
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that builds its own cluster is a `cluster` test: `pytest -m cluster` runs them alone, and
+    `pytest -m "not cluster"` is the quick loop (`make test` runs both)."""
+    for item in items:
+        if "own_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture
