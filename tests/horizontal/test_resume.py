@@ -33,8 +33,9 @@ def assert_bit_identical(a: dict, b: dict) -> None:
         assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k
 
 
-@pytest.fixture
-def reference(ray_local, tmp_path_factory):
+@pytest.fixture(scope="module")
+def reference(ray_module, tmp_path_factory):
+    """The uninterrupted run, once for the module: every resumed run must end bit-identical with it."""
     run = tmp_path_factory.mktemp("ref") / "run"
     assert main(["run", *JOB, f"run_dir={run}"]) == 0
     return final_state(run)
