@@ -1,10 +1,13 @@
 """Resume is bit-exact in every setting whose state a restore must bring back (in-process, no Ray).
 
-A run is abandoned mid-way (round 5, past the checkpoint of round 4), as a SIGKILL would leave it, then a fresh
-engine restores and finishes; everything must equal an uninterrupted run: each group's weights, the strategy's
-state, the metrics (but wall time) and every device's state. A variant corrupts the newest checkpoint first.
-The Ray path has its own SIGKILL test (tests/horizontal/test_resume.py).
+Each setting runs once uninterrupted (6 rounds, checkpoints at 2, 4 and 6). A run killed in round 5 leaves what
+that run left after round 4: its checkpoint directory without round 6 (the checkpoints are written atomically, and
+the first five rounds are the same rounds). A fresh engine restores from that and finishes; everything must equal
+the uninterrupted run: each group's weights, the strategy's state, the metrics (but wall time) and every device's
+state. A variant corrupts the newest checkpoint first. The Ray path has its own SIGKILL test
+(tests/horizontal/test_resume.py).
 """
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,18 +56,37 @@ def snapshot(e: RoundEngine) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run of each setting, made once for both variants."""
+    runs: dict[str, RoundEngine] = {}
+
+    def get(setting: str) -> RoundEngine:
+        if setting not in runs:
+            runs[setting] = build(SETTINGS[setting], tmp_path_factory.mktemp("whole"))
+            for _ in range(6):
+                runs[setting].run_round()
+        return runs[setting]
+
+    return get
+
+
+def killed_in_round_5(whole: RoundEngine, run_dir: Path) -> None:
+    """What a run killed in round 5 leaves: the uninterrupted run's checkpoints without round 6's, driver and hosts."""
+    shutil.copytree(whole.run_dir / "checkpoints", run_dir / "checkpoints")
+    newest = sorted((run_dir / "checkpoints").rglob("ckpt-00000006"))
+    assert len(newest) == 1 + len(whole.fleet.hosts)
+    for path in newest:
+        shutil.rmtree(path)
+
+
 @pytest.mark.parametrize("corrupt", [False, True], ids=["killed", "newest-corrupt"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
-def test_resume_ends_bit_identical(setting, corrupt, tmp_path):
-    overrides = SETTINGS[setting]
+def test_resume_ends_bit_identical(setting, corrupt, uninterrupted, tmp_path):
     if setting == "tabular task" and not SHARED.is_dir():
         pytest.skip(f"credit data not found at {SHARED}")
-    whole = build(overrides, tmp_path / "whole")
-    for _ in range(6):
-        whole.run_round()
-    cut = build(overrides, tmp_path / "cut")
-    for _ in range(5):  # abandoned after round 5: the newest checkpoint is round 4's
-        cut.run_round()
+    whole = uninterrupted(setting)
+    killed_in_round_5(whole, tmp_path / "cut")
     expected_round = 4
     if corrupt:
         blob = tmp_path / "cut" / "checkpoints" / "ckpt-00000004" / "group-0.parquet"
@@ -72,7 +94,7 @@ def test_resume_ends_bit_identical(setting, corrupt, tmp_path):
         data[len(data) // 2] ^= 0xFF
         blob.write_bytes(data)
         expected_round = 2
-    resumed = RoundEngine(cut.plain, str(tmp_path / "cut"), InProcessFleet)
+    resumed = RoundEngine(whole.plain, str(tmp_path / "cut"), InProcessFleet)
     resumed.setup()
     assert resumed.restore() == expected_round
     for _ in range(expected_round, 6):
