@@ -127,17 +127,19 @@ def test_private_parameters_are_checkpointed_by_their_hosts_never_by_the_driver(
 
 
 def test_a_corrupt_host_checkpoint_makes_resume_fall_back_to_an_older_round(tmp_path):
+    import shutil
+
     a = engine(tmp_path, ["checkpoint.every=2", "train.rounds=6"], "a")
     for _ in range(6):
         a.run_round()
-    b = engine(tmp_path, ["checkpoint.every=2", "train.rounds=6"], "b")
-    for _ in range(4):
-        b.run_round()
+    shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")  # as a run killed in round 5 leaves it
+    for newest in sorted((tmp_path / "b" / "checkpoints").rglob("ckpt-00000006")):
+        shutil.rmtree(newest)
     blob = tmp_path / "b" / "checkpoints" / "devices" / "host-0001" / "ckpt-00000004" / "devices.parquet"
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(data)
-    c = RoundEngine(b.plain, str(tmp_path / "b"), InProcessFleet)
+    c = RoundEngine(a.plain, str(tmp_path / "b"), InProcessFleet)
     c.setup()
     assert c.restore() == 2
     assert any("host-0001" in line and "ckpt-00000004" in line for line in c.messages())
