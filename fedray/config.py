@@ -163,10 +163,15 @@ class StrategyConfig:
 
 @dataclass
 class PrivacyConfig:
-    """Private horizontal rounds: device-level differential privacy (privacy.dp*); secure aggregation's keys
-    extend this section."""
+    """Private horizontal rounds: secure aggregation (SecAgg+: the driver learns only the sum of the participants'
+    ternarized updates) and device-level differential privacy (privacy.dp*)."""
 
-    clip: float = 1.0  # L2 bound of each device's update: the sensitivity DP noise is scaled to
+    secure_aggregation: bool = False
+    threshold: float = 0.6  # fraction of a round's participants whose masked inputs (and shares) must arrive; (0.5, 1]
+    neighbours: Optional[int] = None  # neighbour-graph degree; unset: all under 17 participants, else ~3 log2 n
+    coordinate_clip: float = 3.0  # secure aggregation: tensor scale = min(clip, coordinate_clip * clip / sqrt(tensor size))
+    weight_levels: int = 1  # secure aggregation: FedAvg weights as integers 1..levels from sample counts (1: the plain mean)
+    clip: float = 1.0  # L2 bound of each device's update: the sensitivity DP noise is scaled to; secure aggregation scales from it
     dp: str = "none"  # none | central (the driver adds Gaussian noise to the sum) | distributed (devices add integer noise before masking)
     noise_multiplier: Optional[float] = None  # z: noise std = z * clip on the sum; or set privacy.epsilon to calibrate it
     epsilon: Optional[float] = None  # the budget at privacy.delta over train.rounds: calibrates z (instead of noise_multiplier)
@@ -274,9 +279,14 @@ RANGES = {
     "privacy.noise_multiplier": (0.0, False, None),
     "privacy.epsilon": (0.0, False, None),
     "privacy.target_epsilon": (0.0, False, None),
+
+    "privacy.threshold": (0.5, False, 1.0),
+    "privacy.neighbours": (1, True, None),
+    "privacy.coordinate_clip": (0.0, False, None),
+    "privacy.weight_levels": (1, True, None),
 }
 
-# Strategies that need each device's own update: under DP the driver only releases the noised mean.
+# Strategies that need each device's own update: secure aggregation reveals only the sum, DP only the noised mean.
 NEEDS_INDIVIDUAL_UPDATES = ("median", "trimmed_mean", "krum")
 
 TIER_RANGES = {
@@ -424,6 +434,8 @@ def validate(cfg: DictConfig) -> list[str]:
     elif cfg.privacy.noise_multiplier is not None or cfg.privacy.epsilon is not None:
         errors.append("privacy.noise_multiplier / privacy.epsilon are set but privacy.dp=none: set privacy.dp=central "
                       "(or distributed) for them to take effect")
+    if cfg.privacy.secure_aggregation:
+        errors.extend(validate_secure_aggregation(cfg))
     return errors
 
 
@@ -446,6 +458,28 @@ def validate_dp(cfg: DictConfig) -> list[str]:
     if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
         errors.append(f"strategy.name={cfg.strategy.name!r} under privacy.dp: it needs each device's update, and DP "
                       "releases only the noised mean; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad")
+    return errors
+
+
+def validate_secure_aggregation(cfg: DictConfig) -> list[str]:
+    """What secure aggregation cannot be combined with, and why."""
+    errors = []
+    if cfg.job != "horizontal":
+        errors.append(f"privacy.secure_aggregation=true: only horizontal jobs aggregate updates, this is job={cfg.job}")
+    if cfg.compression.mode != "dense":
+        errors.append(f"compression.mode={cfg.compression.mode!r} under privacy.secure_aggregation: rows and sparse "
+                      "payloads (and auto, which picks them) reveal which rows or elements a device touched; "
+                      "set compression.mode=dense")
+    if cfg.compression.method != "ternary":
+        errors.append(f"compression.method={cfg.compression.method!r} under privacy.secure_aggregation: devices send "
+                      "ternarized updates summed exactly in Z_M; set compression.method=ternary")
+    if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
+        errors.append(f"strategy.name={cfg.strategy.name!r} under privacy.secure_aggregation: it needs each device's "
+                      "update, and the driver only learns their sum; use a mean-based strategy (fedavg, fedavgm, "
+                      "fedprox, fedadam, fedyogi, fedadagrad)")
+    if cfg.faults.corrupt:
+        errors.append(f"faults.corrupt={cfg.faults.corrupt} under privacy.secure_aggregation: a masked vector "
+                      "damaged in transit cannot be detected and would corrupt the sum")
     return errors
 
 

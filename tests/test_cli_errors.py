@@ -71,6 +71,18 @@ def test_unknown_keys_in_file_and_on_the_command_line(tmp_path, runs, capsys):
     assert_no_run_dir(runs)
 
 
+@pytest.mark.parametrize("override,why", [
+    ("compression.mode=rows", "reveal which rows or elements a device touched"),
+    ("strategy.name=median", "needs each device's update"),
+    ("privacy.threshold=0.5", "privacy.threshold=0.5: must be > 0.5 and <= 1.0"),
+])
+def test_secure_aggregation_with_what_would_leak_or_break_it_exits_2(tmp_path, runs, capsys, override, why):
+    code, out = run_cli(capsys, "run", str(ROOT / "conf/default.yaml"), "privacy.secure_aggregation=true",
+                        "compression.mode=dense", override, f"output_dir={runs}")
+    assert code == 2 and why in error_line(out)
+    assert_no_run_dir(runs)
+
+
 def test_missing_config_file(tmp_path, runs, capsys):
     code, out = run_cli(capsys, "run", str(tmp_path / "nope.yaml"), f"output_dir={runs}")
     assert code == 2 and str(tmp_path / "nope.yaml") in error_line(out)

@@ -110,3 +110,19 @@ def test_a_dp_config_that_can_work_loads_and_changes_the_config_digest():
     cfg = load_config(None, ["privacy.dp=central", "privacy.epsilon=4", "privacy.target_epsilon=5"])
     assert cfg.privacy.epsilon == 4 and cfg.privacy.on_budget == "stop"
     assert config_digest(cfg) != config_digest(load_config(None, []))  # resuming under other DP settings is refused
+
+
+def test_secure_aggregation_refuses_what_it_cannot_hide_or_sum():
+    base = ["privacy.secure_aggregation=true", "compression.mode=dense"]
+    assert load_config(None, base).privacy.secure_aggregation
+    for override, why in [("compression.mode=auto", "compression.mode='auto' under privacy.secure_aggregation"),
+                          ("compression.mode=sparse", "reveal which rows"),
+                          ("compression.method=none", "set compression.method=ternary"),
+                          ("strategy.name=krum", "only learns their sum"),
+                          ("faults.corrupt=0.1", "cannot be detected"),
+                          ("privacy.neighbours=0", "privacy.neighbours=0: must be >= 1"),
+                          ("privacy.clip=0", "privacy.clip=0"),
+                          ("privacy.threshold=1.2", "must be > 0.5 and <= 1.0")]:
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            load_config(None, [*base, override])
+    assert load_config(None, ["compression.mode=rows"]).compression.mode == "rows"  # fine without secure aggregation

@@ -17,6 +17,8 @@ import torch
 from fedray.core import rawcodec, ternary
 from fedray.core.grouping import draw_profiles
 from fedray.engine.streams import Stream, stream, torch_seed
+from fedray.privacy.rounds import SecureRound, secure_input
+from fedray.privacy.secagg import KeyAdvert, ProtocolViolation, SecAggClient
 from fedray.strategies.base import DeviceConfig
 from fedray.tasks.base import EvalContext, Evaluation, Task, TrainContext
 
@@ -36,6 +38,7 @@ class DeviceUpdate:
     samples: int
     loss: float
     flops: float  # estimated compute of its local training (for the simulated clock)
+    advert: KeyAdvert | None = None  # secure rounds: its public keys (the payload is then empty)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Devices:
         self.seed = int(cfg["seed"])
         self.device_ids = np.asarray(device_ids, np.int64)
         self.states = {int(d): DeviceState() for d in self.device_ids}
+        self.secure: dict[int, SecAggClient] = {}  # secure rounds: each participant's protocol state (memory only)
         self.profiles, _ = draw_profiles([dict(tier)], [1.0], len(self.device_ids),
                                          stream(self.seed, Stream.HARDWARE, host_index))
         self._models: dict[float, torch.nn.Module] = {}
@@ -150,8 +154,12 @@ class Devices:
         model.load_state_dict(state, strict=True)
         return model
 
-    def train(self, device: int, params: Params, width: float, round_: int, config: DeviceConfig) -> DeviceUpdate:
-        """Local training from the global weights, then the encoded update with sample count, loss and FLOPs."""
+    def train(self, device: int, params: Params, width: float, round_: int, config: DeviceConfig,
+              secure: SecureRound | None = None) -> DeviceUpdate:
+        """Local training from the global weights, then the encoded update with sample count, loss and FLOPs.
+
+        In a secure round the update never leaves: it becomes an integer vector held by the device's SecAgg client,
+        and only the client's public keys go back (the masked vector follows in the protocol's phases)."""
         t, comp = self.cfg["train"], self.cfg["compression"]
         model = self._load(device, params, width)
         ctx = TrainContext(round_, device, t["local_steps"] if t["local_epochs"] is None else None, t["local_epochs"],
@@ -168,13 +176,39 @@ class Devices:
         if device in self.byzantine:
             update = self._attack(update)
         st = self.states[device]
-        payload, st.residual = encode_update(update, st.residual, comp, tensor_modes(names, self.task.sparse, comp["mode"]),
-                                             stream(self.seed, Stream.QUANT, round_, device))
+        quant = stream(self.seed, Stream.QUANT, round_, device)
+        if secure is not None:
+            values, st.residual = secure_input(update, st.residual, comp["error_feedback"], secure,
+                                               secure.weights[device], quant)
+            self.secure = {d: c for d, c in self.secure.items() if c.round_ == round_}  # earlier rounds' state goes
+            self.secure[device] = SecAggClient(device, round_, values)
+        else:
+            payload, st.residual = encode_update(update, st.residual, comp, tensor_modes(names, self.task.sparse, comp["mode"]),
+                                                 quant)
         if self.task.private:
             st.private = {k: state[k].detach().numpy().copy() for k in self.task.private}
         st.rounds += 1
+        if secure is not None:
+            return DeviceUpdate(device, b"", int(result.samples), float(result.loss), float(flops),
+                                self.secure[device].advertise())
         return DeviceUpdate(device, self._maybe_corrupt(payload, round_, device), int(result.samples),
                             float(result.loss), float(flops))
+
+    def secure_step(self, phase: str, messages: Mapping[int, Any]) -> dict[int, Any]:
+        """One secure-aggregation phase (share | mask | unmask) for the listed devices: device -> its reply, or a
+        DeviceFailure when it has no state for the round (e.g. its host restarted) or refuses the message."""
+        if phase not in ("share", "mask", "unmask"):
+            raise ValueError(f"unknown secure aggregation phase {phase!r}")
+        out: dict[int, Any] = {}
+        for device, message in messages.items():
+            client = self.secure.get(int(device))
+            try:
+                if client is None:
+                    raise ProtocolViolation(f"device {device} holds no secure aggregation state for this round")
+                out[int(device)] = getattr(client, phase)(message)
+            except Exception as e:  # a refusal or a broken share drops this device from the round, nothing more
+                out[int(device)] = DeviceFailure(int(device), f"{type(e).__name__}: {e}")
+        return out
 
     def _attack(self, update: list[np.ndarray]) -> list[np.ndarray]:
         """An adversarial device's update: sign-flipped and scaled, or only scaled (faults.byzantine_mode)."""

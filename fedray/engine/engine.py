@@ -24,6 +24,9 @@ from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOr
 from fedray.engine.records import RoundRecord, records_from_table, records_table
 from fedray.engine.streams import Stream, stream, torch_seed
 from fedray.privacy import dp
+from fedray.privacy import packing, quantize
+from fedray.privacy.rounds import SecureRound
+from fedray.privacy.secagg import SecAggAborted, SecAggServer
 from fedray.strategies import build_strategy
 from fedray.strategies.base import DeviceConfig, RoundPlan, Strategy
 from fedray.tasks import Evaluation, Task, build_task, check_model
@@ -117,12 +120,14 @@ def admit(results: Sequence[DeviceUpdate | DeviceFailure | object], selected: se
 
 
 def arrival_times(updates: Sequence[DeviceUpdate], profiles: np.ndarray, latency_s: np.ndarray,
-                  bytes_down: float) -> np.ndarray:
-    """Simulated seconds each device took: compute on its reported speed, download, upload, latency."""
+                  bytes_down: float, bytes_up: np.ndarray | None = None) -> np.ndarray:
+    """Simulated seconds each device took: compute on its reported speed, download, upload (its payload unless
+    bytes_up says otherwise), latency."""
     gi = [HW_FIELDS.index(f) for f in ("gflops", "up_mbps", "down_mbps")]
     prof = profiles[:, gi] if len(updates) else np.zeros((0, 3))
     flops = np.array([u.flops for u in updates], np.float64)
-    bytes_up = np.array([len(u.payload) for u in updates], np.float64)
+    if bytes_up is None:
+        bytes_up = np.array([len(u.payload) for u in updates], np.float64)
     return clock.device_round_time(flops, prof[:, 0], bytes_up, bytes_down, prof[:, 1], prof[:, 2], latency_s)
 
 
@@ -211,6 +216,7 @@ class RoundEngine:
         self.budget = self.cfg.privacy.target_epsilon or self.cfg.privacy.epsilon
         self.budget_warned: set[int] = set()
         self.stopped_on_budget = False
+        self.secure_view: list[Any] | None = None  # set to a list to record every secure-round message the driver gets
 
     # ---- setup -------------------------------------------------------------------------------------------
     def setup(self) -> SetupInfo:
@@ -238,6 +244,9 @@ class RoundEngine:
         self.group_of = np.zeros(n, np.int32)
         for g in self.groups:
             self.group_of[g.devices] = g.gid
+        self.secure_weight = np.zeros(n, np.int64)
+        for g in self.groups:  # integer FedAvg weights, from the sample counts the devices reported at setup
+            self.secure_weight[g.devices] = quantize.integer_weights(self.samples[g.devices], cfg.privacy.weight_levels)
         self._write_grouping()
         return SetupInfo(n, len(plans), [{"group": g.gid, "devices": len(g.devices), "width": g.width,
                                           "gflops": g.gflops} for g in self.groups], list(self.log))
@@ -416,7 +425,16 @@ class RoundEngine:
             plan = g.strategy.configure(round_, alive, k, self.cfg.train.over_select, self.rng)
         hosts = self.host_of[plan.devices]
         by_host = {int(h): [int(d) for d in plan.devices[hosts == h]] for h in np.unique(hosts)}
-        return plan, TrainOrder(g.gid, round_, g.width, model, plan.config, by_host)
+        secure = None
+        if self.cfg.privacy.secure_aggregation:
+            secure = SecureRound(float(self.cfg.privacy.clip), tuple(float(s) for s in self._scales(g)),
+                                 {int(d): int(self.secure_weight[d]) for d in plan.devices})
+        return plan, TrainOrder(g.gid, round_, g.width, model, plan.config, by_host, secure)
+
+    def _scales(self, g: Group) -> np.ndarray:
+        """The common per-tensor ternary scales of a group's secure rounds, derived from the clip bound."""
+        p = self.cfg.privacy
+        return quantize.tensor_scales([v.size for v in g.params.values()], p.clip, p.coordinate_clip)
 
     def _recover(self, crashed: set[int]) -> int:
         """Count the device hosts that came back after a crash (they restore their devices from the newest
@@ -436,6 +454,8 @@ class RoundEngine:
 
     def _collect(self, g: Group, plan: RoundPlan, handle: Any, round_: int, down: int, crashed: set[int]) -> RoundRecord:
         """Wait for a group's updates, admit them, accept the first K by simulated arrival, decode, aggregate."""
+        if self.cfg.privacy.secure_aggregation:
+            return self._collect_secure(g, plan, handle, round_, down, crashed)
         cfg, t = self.cfg, self.cfg.train
         arrivals: Arrivals = self.fleet.collect(handle, cfg.runtime.round_timeout_s)
         crashed |= arrivals.crashed  # they restart and rejoin after the round
@@ -477,6 +497,85 @@ class RoundEngine:
             epsilon=g.accountant.epsilon() if self.dp_on else math.nan,
             noise_multiplier=g.noise_multiplier if self.dp_on and applied else 0.0,
             sampling_rate=g.sampling_rate if self.dp_on else 0.0)
+
+    def _collect_secure(self, g: Group, plan: RoundPlan, handle: Any, round_: int, down: int,
+                        crashed: set[int]) -> RoundRecord:
+        """A secure round: the first K key adverts by simulated arrival start SecAgg+; the driver routes the
+        phases through the fleet and learns only the exact sum of the survivors' weighted trits, which becomes
+        one mean update for the strategy. Stragglers, failures and crashed hosts at any phase count as dropped;
+        below privacy.threshold the round fails and the model is left as it was."""
+        cfg, t, p = self.cfg, self.cfg.train, self.cfg.privacy
+        arrivals: Arrivals = self.fleet.collect(handle, cfg.runtime.round_timeout_s)
+        crashed |= arrivals.crashed
+        k = selection.participant_count(t.participants, int((~self.host_dead[self.host_of[g.devices]]).sum()))
+        ok = admit(arrivals.results, {int(d) for d in plan.devices}, validate.HEADER_SLACK, self.log, round_)
+        keyed = [u for u in ok.updates if u.advert is not None and u.advert.device == u.device]
+        if len(keyed) < len(ok.updates):
+            ok.reasons["no_keys"] = len(ok.updates) - len(keyed)
+            ok.updates = keyed
+        self._record_view(ok.updates)
+        names = list(g.params)
+        shapes = [g.params[n].shape for n in names]
+        length = sum(v.size for v in g.params.values())
+        devices = np.array([u.device for u in ok.updates], np.int64)
+        bits = quantize.modulus_bits(int(self.secure_weight[devices].sum()))
+        masked_bytes = packing.packed_size(length, bits)
+        times = arrival_times(ok.updates, self.profiles[devices], self.tier_latency[self.tier_of[devices]], down,
+                              np.full(len(ok.updates), float(masked_bytes)))
+        accepted = clock.accept_by_deadline(times, k, t.deadline_s)
+        joined = [ok.updates[i] for i in accepted]
+        server = SecAggServer(round_, length, bits, p.threshold, p.neighbours)
+        failures, traffic, survivors = arrivals.lost + ok.failures, 0.0, []
+        try:
+            requests = server.route_keys([u.advert for u in joined], stream(cfg.seed, Stream.SECAGG_GRAPH, round_, g.gid))
+            shares, lost = self._phase("share", requests, crashed)
+            traffic += sum(len(s.ciphertext) for v in shares.values() for s in v)
+            masked, lost2 = self._phase("mask", server.route_shares(shares), crashed)
+            traffic += sum(len(m.payload) for m in masked.values())
+            responses, lost3 = self._phase("unmask", server.route_masked(masked.values()), crashed)
+            total = server.finish(responses.values())
+            survivors = server.survivors()
+            failures += lost + lost2 + lost3
+        except SecAggAborted as e:
+            self.log.append(str(e))
+            ok.reasons["secagg_aborted"] = 1
+        applied = len(survivors) >= max(t.min_updates, g.strategy.required_updates())
+        if applied:
+            weight = int(self.secure_weight[survivors].sum())
+            mean = quantize.mean_update(total, weight, self._scales(g), shapes)
+            g.params = g.strategy.aggregate(round_, g.params, [dict(zip(names, mean))], [1.0])
+        sim_round = clock.round_time(times[accepted])
+        g.clock.advance(sim_round)
+        kept = [u for u in joined if u.device in set(survivors)]
+        losses = [u.loss for u in kept]
+        return RoundRecord(
+            round=round_, group=g.gid, selected=len(plan.devices), participants=len(survivors),
+            stragglers=len(ok.updates) - len(accepted) + arrivals.unanswered, failures=failures,
+            rejected=int(sum(ok.reasons.values())), reject_reasons=json.dumps(ok.reasons, sort_keys=True),
+            applied=applied, bytes_up=traffic + sum(64.0 for _ in joined),
+            bytes_down=float(down * len(plan.devices)), bytes_up_float32=float(4 * length * len(joined)),
+            bits_per_element=8 * masked_bytes / max(1, length),
+            train_loss=float(np.average(losses, weights=[u.samples for u in kept])) if losses else float("nan"),
+            sim_round_s=sim_round, sim_time_s=g.clock.now)
+
+    def _phase(self, phase: str, messages: Mapping[int, Any], crashed: set[int]) -> tuple[dict[int, Any], int]:
+        """Send one phase's messages to the devices' hosts; (replies of the devices that answered, devices lost)."""
+        by_host: dict[int, dict[int, Any]] = {}
+        for device, message in messages.items():
+            by_host.setdefault(int(self.host_of[device]), {})[int(device)] = message
+        got = self.fleet.exchange(phase, by_host, self.cfg.runtime.round_timeout_s)
+        crashed |= got.crashed
+        replies = {d: r for d, r in got.replies.items() if d in messages and not isinstance(r, DeviceFailure)}
+        for d, r in got.replies.items():
+            if isinstance(r, DeviceFailure):
+                self.log.append(f"round {self.round}: device {d} dropped out of secure aggregation ({phase}): {r.error}")
+        self._record_view(list(replies.values()))
+        return replies, len(messages) - len(replies)
+
+    def _record_view(self, messages: Sequence[Any]) -> None:
+        """Keep what the driver received, when a test or an audit asked for it (secure_view is a list)."""
+        if self.secure_view is not None:
+            self.secure_view.extend(messages)
 
     def _evaluate(self, records: list[RoundRecord], round_: int) -> None:
         """The task's metrics per group: on the devices' held-out data, and on the server's test set if it has one."""

@@ -16,6 +16,7 @@ from fedray.checkpoint import CheckpointStore
 from fedray.engine.device_files import (device_checkpoint_problem, device_store, load_device_checkpoint,
                                         save_device_checkpoint, write_device_state)
 from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
+from fedray.privacy.rounds import SecureRound
 from fedray.strategies.base import DeviceConfig
 from fedray.tasks.base import Task
 
@@ -41,6 +42,17 @@ class TrainOrder:
     params: Params
     config: DeviceConfig
     by_host: Mapping[int, list[int]]  # host index -> its participating devices, in draw order
+    secure: SecureRound | None = None  # secure aggregation: the round's clip bound, scales and integer weights
+
+
+@dataclass
+class Exchange:
+    """Replies to one secure-aggregation phase: device -> reply (or DeviceFailure), hosts that crashed, devices
+    whose host did not answer in time."""
+
+    replies: dict[int, Any] = field(default_factory=dict)
+    crashed: set[int] = field(default_factory=set)
+    lost: int = 0
 
 
 @dataclass
@@ -78,6 +90,10 @@ class Fleet:
 
     def retire(self, host: int) -> None:
         """A host that is gone for good (its node left): released, and left out of every later call."""
+        raise NotImplementedError
+
+    def exchange(self, phase: str, by_host: Mapping[int, Mapping[int, Any]], timeout_s: float) -> Exchange:
+        """Deliver one secure-aggregation phase's messages (host -> device -> message), gather the replies."""
         raise NotImplementedError
 
     def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Params],
@@ -130,7 +146,7 @@ class InProcessFleet(Fleet):
             for device in devices:
                 try:
                     out.results.append(self.hosts[host].train(device, handle.params, handle.width, handle.round_,
-                                                              handle.config))
+                                                              handle.config, handle.secure))
                 except Exception as e:  # one device's failure is counted, the round goes on
                     out.results.append(DeviceFailure(device, f"{type(e).__name__}: {e}"))
         return out
@@ -144,6 +160,12 @@ class InProcessFleet(Fleet):
     def _live(self) -> list[tuple[int, CheckpointStore, Devices]]:
         """(index, checkpoint store, devices) of the hosts still in the federation."""
         return [(i, s, h) for i, (s, h) in enumerate(zip(self.stores, self.hosts)) if i not in self.departed]
+
+    def exchange(self, phase: str, by_host: Mapping[int, Mapping[int, Any]], timeout_s: float) -> Exchange:
+        out = Exchange()
+        for host, messages in sorted(by_host.items()):
+            out.replies.update(self.hosts[host].secure_step(phase, messages))
+        return out
 
     def evaluate(self, by_host: Mapping[int, tuple[list[int], list[int]]], params: Mapping[int, Params],
                  widths: Mapping[int, float], round_: int, timeout_s: float) -> list[DeviceEvaluation]:

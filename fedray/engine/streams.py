@@ -24,6 +24,7 @@ class Stream(IntEnum):
     BROADCAST = 15  # (round, group): ternary broadcast
     TORCH = 16  # (round, device): the seed of torch's generator during a device's training or evaluation
     BYZANTINE = 17  # (device): whether a device is adversarial (faults.byzantine)
+    SECAGG_GRAPH = 18  # (round, group): the public neighbour graph of secure aggregation (never keys or masks)
     PARTITION = 100  # built-in table tasks: which rows go to which device
     HOLDOUT = 101  # built-in table tasks: each device's held-out rows
     SYNTHETIC = 7001  # the recommender's synthetic ratings

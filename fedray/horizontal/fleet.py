@@ -12,7 +12,7 @@ import ray
 
 from fedray import placement
 from fedray.engine.devices import DeviceEvaluation, HostReport
-from fedray.engine.fleet import Arrivals, Fleet, HostPlan, TrainOrder
+from fedray.engine.fleet import Arrivals, Exchange, Fleet, HostPlan, TrainOrder
 from fedray.horizontal.host import DeviceHost
 from fedray.runtime import TIER_REQUEST, check_tiers, tier_resource
 from fedray.tasks.base import Task
@@ -89,10 +89,33 @@ class RayFleet(Fleet):
     def launch(self, order: TrainOrder) -> list[tuple[int, list[int], Any]]:
         ref = ray.put(dict(order.params))  # one broadcast object per group; hosts receive the ObjectRef
         return [(host, devices, self.hosts[host].train.options(num_returns="streaming").remote(
-            devices, ref, order.width, order.round_, order.config)) for host, devices in sorted(order.by_host.items())]
+            devices, ref, order.width, order.round_, order.config, order.secure))
+            for host, devices in sorted(order.by_host.items())]
 
     def collect(self, handle: list[tuple[int, list[int], Any]], timeout_s: float) -> Arrivals:
         return gather(handle, timeout_s)
+
+    def exchange(self, phase: str, by_host: Mapping[int, Mapping[int, Any]], timeout_s: float) -> Exchange:
+        """One call per host through the object store; a host that dies or misses the deadline drops its devices."""
+        calls = {self.hosts[h].secure_step.remote(phase, dict(messages)): (h, len(messages))
+                 for h, messages in sorted(by_host.items())}
+        deadline = time.monotonic() + timeout_s
+        out = Exchange()
+        while calls:
+            ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            host, n = calls.pop(ready[0])
+            try:
+                out.replies.update(ray.get(ready[0]))
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                out.lost += n
+                if isinstance(e, ray.exceptions.RayActorError):
+                    out.crashed.add(host)
+        for ref, (_, n) in calls.items():
+            ray.cancel(ref)
+            out.lost += n
+        return out
 
     def recover(self, host: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -17,6 +17,7 @@ from fedray.engine.device_files import (device_checkpoint_problem, device_store,
                                         save_device_checkpoint, write_device_state)
 from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
 from fedray.engine.streams import Stream, stream
+from fedray.privacy.rounds import SecureRound
 from fedray.strategies.base import DeviceConfig
 
 
@@ -56,7 +57,7 @@ class DeviceHost:
         return self.host_index
 
     def train(self, devices: list[int], params: Mapping[str, np.ndarray], width: float, round_: int,
-              config: DeviceConfig) -> Iterator[DeviceUpdate | DeviceFailure]:
+              config: DeviceConfig, secure: SecureRound | None = None) -> Iterator[DeviceUpdate | DeviceFailure]:
         """Local training of this host's participants in turn, from the round's global weights (resolved once
         from the driver's ObjectRef); each result streams back as soon as it is done.
 
@@ -68,9 +69,13 @@ class DeviceHost:
             if crash and stream(self.cfg["seed"], Stream.FAULT, round_, device).random(2)[0] < crash:
                 os._exit(1)  # simulated device failure: the whole host process dies mid-round
             try:
-                yield self.devices.train(device, params, width, round_, config)
+                yield self.devices.train(device, params, width, round_, config, secure)
             except Exception as e:  # one device's failure is counted, the round goes on
                 yield DeviceFailure(device, f"{type(e).__name__}: {e}")
+
+    def secure_step(self, phase: str, messages: dict[int, Any]) -> dict[int, Any]:
+        """Forward one secure-aggregation phase to the hosted devices; their round secrets stay in this process."""
+        return self.devices.secure_step(phase, messages)
 
     def evaluate(self, params_refs: dict[int, Any], widths: dict[int, float], devices: list[int], groups: list[int],
                  round_: int) -> list[DeviceEvaluation]:

@@ -29,6 +29,8 @@ SETTINGS = {
     "three tiers sharing": [f"tiers_file={ROOT / 'conf/tiers/three_tier.yaml'}", "grouping.method=thresholds",
                             "grouping.share_across=true", "grouping.min_size=3", "train.participants=4"],
     "error feedback": ["compression.error_feedback=true"],
+    "secure aggregation": ["privacy.secure_aggregation=true", "compression.mode=dense", "privacy.weight_levels=2",
+                           "train.over_select=1.5"],
     "tabular task": [f"--conf={ROOT / 'conf/credit_mlp.yaml'}", "task.devices=12", "train.participants=4",
                      "train.local_steps=2", "runtime.devices_per_actor=6"],
 }
