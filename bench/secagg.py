@@ -37,10 +37,12 @@ from fedray.core import ternary  # noqa: E402
 from fedray.engine.engine import RoundEngine  # noqa: E402
 from fedray.engine.fleet import InProcessFleet  # noqa: E402
 from fedray.privacy import packing  # noqa: E402
+from fedray.privacy.graph import default_degree  # noqa: E402
 from fedray.privacy.quantize import modulus_bits  # noqa: E402
 from fedray.privacy.secagg import SecAggClient, SecAggServer  # noqa: E402
 
 ML_ELEMENTS = 9066 * 32 + 9066
+KEY_BYTES = 64  # two X25519 public keys
 SECURE = ["privacy.secure_aggregation=true", "compression.mode=dense"]
 
 # Quality rows: (label, overrides). The DP helper appends "secure aggregation + DP at eps" rows here, e.g.
@@ -78,7 +80,7 @@ def protocol_round(k: int, length: int, drop: int = 0) -> tuple[dict[str, float]
     server = SecAggServer(0, length, bits, 0.6)
     requests = timed(driver, "keys", lambda: server.route_keys(adverts, np.random.default_rng(1)))
     shares = timed(device, "share", lambda: {d: clients[d].share(requests[d]) for d in requests})
-    overhead = statistics.mean(sum(len(s.ciphertext) + 16 for s in v) for v in shares.values()) + 64
+    overhead = statistics.mean(sum(len(s.ciphertext) + 16 for s in v) for v in shares.values()) + KEY_BYTES
     deliveries = timed(driver, "share", lambda: server.route_shares(shares))
     masked = timed(device, "mask", lambda: [clients[d].mask(deliveries[d]) for d in sorted(deliveries)[drop:]])
     asks = timed(driver, "mask", lambda: server.route_masked(masked))
@@ -96,22 +98,21 @@ def upload_table(ks: list[int]) -> None:
     print(f"\nUpload per device, MovieLens MF update (d = {d:,} elements)")
     print(f"{'encoding':<44}{'bytes':>12}{'bits/el':>9}{'vs f32':>8}")
     rows = [("plain float32", 4 * d), ("plain ternary (dense, 5 trits/byte)", dense)]
+    per_neighbour = sealed_share_bytes()
     for k in ks:
         bits = modulus_bits(k)
-        _, _, overhead = protocol_round(min(k, 64) if k > 64 else k, 16)
-        vector = packing.packed_size(d, bits)
-        rows.append((f"secure ternary K={k} (b={bits}) + shares/keys", vector + overhead_for(k, overhead)))
+        extra = KEY_BYTES + per_neighbour * default_degree(k)
+        rows.append((f"secure ternary K={k} (b={bits}) + shares/keys", packing.packed_size(d, bits) + extra))
     rows.append(("int64 masks (Flower SecAgg+)", 8 * d))
     for name, size in rows:
         print(f"{name:<44}{size:>12,}{8 * size / d:>9.3f}{4 * d / size:>8.1f}")
+    print(f"(shares: {per_neighbour} bytes per neighbour, measured; degree {', '.join(str(default_degree(k)) for k in ks)})")
 
 
-def overhead_for(k: int, measured_small: int) -> int:
-    """Shares and keys a device uploads at K participants: sealed shares per neighbour (degree ~ 3 log2 K)."""
-    from fedray.privacy.graph import default_degree
-
-    per_neighbour = (measured_small - 64) / default_degree(min(k, 64))
-    return int(64 + per_neighbour * default_degree(k))
+def sealed_share_bytes() -> int:
+    """Upload per neighbour: one sealed pair of shares plus its sender and receiver ids, measured on 8 devices."""
+    _, _, overhead = protocol_round(8, 16)
+    return round((overhead - KEY_BYTES) / default_degree(8))
 
 
 def phases_table(ks: list[int], length: int) -> None:
@@ -119,8 +120,6 @@ def phases_table(ks: list[int], length: int) -> None:
           "(ms; device = per device, driver = whole round)")
     print(f"{'K':>6}{'degree':>8}" + "".join(f"{'dev ' + p:>12}" for p in ("keys", "share", "mask", "unmask"))
           + "".join(f"{'drv ' + p:>12}" for p in ("keys", "share", "mask", "unmask")) + f"{'total s':>9}")
-    from fedray.privacy.graph import default_degree
-
     for k in ks:
         t0 = time.perf_counter()
         device, driver, _ = protocol_round(k, length, drop=max(1, k // 20))

@@ -20,8 +20,9 @@ def pack(values: np.ndarray, bits: int) -> bytes:
         raise PackingError(f"bits must be in 1..64, got {bits}")
     if bits < 64 and values.size and int(values.max()) >> bits:
         raise PackingError(f"a value does not fit in {bits} bits")
-    shifts = np.arange(bits, dtype=np.uint64)
-    matrix = ((values[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)
+    nbytes = -(-bits // 8)  # each value's low bytes as bits, then keep the low `bits` columns (all uint8 work)
+    as_bytes = values.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :nbytes]
+    matrix = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :bits]
     return np.packbits(matrix.reshape(-1), bitorder="little").tobytes()
 
 
@@ -33,5 +34,9 @@ def unpack(body: bytes, length: int, bits: int) -> np.ndarray:
     flat = np.unpackbits(np.frombuffer(body, np.uint8), bitorder="little")
     if flat[length * bits:].any():
         raise PackingError("nonzero padding bits after the last element")
-    matrix = flat[: length * bits].reshape(length, bits).astype(np.uint64)
-    return (matrix << np.arange(bits, dtype=np.uint64)[None, :]).sum(axis=1, dtype=np.uint64)
+    nbytes = -(-bits // 8)
+    matrix = np.zeros((length, 8 * nbytes), np.uint8)
+    matrix[:, :bits] = flat[: length * bits].reshape(length, bits)
+    out = np.zeros((length, 8), np.uint8)
+    out[:, :nbytes] = np.packbits(matrix, axis=1, bitorder="little")
+    return out.view("<u8").reshape(length).astype(np.uint64)

@@ -151,6 +151,7 @@ class SecAggClient:
         self.mask_pair = keys.KeyPair.generate()
         self.self_seed = keys.fresh_seed()
         self.peers: dict[int, KeyAdvert] = {}
+        self.channels: dict[int, bytes] = {}  # neighbour -> the AEAD key shared with it
         self.held: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # sender -> (its self-seed share, its key share)
         self.answered: UnmaskRequest | None = None
         self.bits = 0
@@ -186,9 +187,9 @@ class SecAggClient:
         self_shares = shamir.split(self.self_seed, points, need)
         key_shares = shamir.split(self.mask_pair.private_bytes(), points, need)
         out = []
+        self.channels = {h: keys.agree(self.channel, self.peers[h].channel_key, keys.CHANNEL_INFO) for h in holders}
         for i, holder in enumerate(holders):
-            key = keys.agree(self.channel, self.peers[holder].channel_key, keys.CHANNEL_INFO)
-            out.append(SealedShare(self.device, holder, keys.seal(key, self.round_, self.device, holder,
+            out.append(SealedShare(self.device, holder, keys.seal(self.channels[holder], self.round_, self.device, holder,
                                                                  _share_plaintext(self_shares[i], key_shares[i]))))
         self.phase = Phase.MASK
         return out
@@ -201,8 +202,8 @@ class SecAggClient:
             sender = int(sealed.sender)
             if sealed.receiver != self.device or sender not in self.peers or sender in held:
                 raise ProtocolViolation(f"device {self.device}: share from {sender} to {sealed.receiver} is not for it")
-            key = keys.agree(self.channel, self.peers[sender].channel_key, keys.CHANNEL_INFO)
-            held[sender] = _parse_share(keys.open_sealed(key, self.round_, sender, self.device, sealed.ciphertext), sender)
+            plain = keys.open_sealed(self.channels[sender], self.round_, sender, self.device, sealed.ciphertext)
+            held[sender] = _parse_share(plain, sender)
         self.held = held
         length, bits = len(self.values), self.bits
         total = (self.values.astype(np.uint64) + masks.expand(self.self_seed, length, bits))  # wraps mod 2^64
