@@ -31,12 +31,21 @@ def unpack(body: bytes, length: int, bits: int) -> np.ndarray:
     if len(body) != packed_size(length, bits):
         raise PackingError(f"packed body of {len(body)} bytes, expected {packed_size(length, bits)} "
                            f"for {length} elements of {bits} bits")
-    flat = np.unpackbits(np.frombuffer(body, np.uint8), bitorder="little")
-    if flat[length * bits:].any():
+    tail = (length * bits) % 8
+    if tail and len(body) and body[-1] >> tail:
         raise PackingError("nonzero padding bits after the last element")
-    nbytes = -(-bits // 8)
-    matrix = np.zeros((length, 8 * nbytes), np.uint8)
-    matrix[:, :bits] = flat[: length * bits].reshape(length, bits)
-    out = np.zeros((length, 8), np.uint8)
-    out[:, :nbytes] = np.packbits(matrix, axis=1, bitorder="little")
-    return out.view("<u8").reshape(length).astype(np.uint64)
+    if bits > 56:  # a value may straddle 9 bytes: go through the bit matrix
+        flat = np.unpackbits(np.frombuffer(body, np.uint8), bitorder="little")
+        nbytes = -(-bits // 8)
+        matrix = np.zeros((length, 8 * nbytes), np.uint8)
+        matrix[:, :bits] = flat[: length * bits].reshape(length, bits)
+        out = np.zeros((length, 8), np.uint8)
+        out[:, :nbytes] = np.packbits(matrix, axis=1, bitorder="little")
+        return out.view("<u8").reshape(length).astype(np.uint64)
+    buf = np.concatenate([np.frombuffer(body, np.uint8), np.zeros(8, np.uint8)])
+    offset = np.arange(length, dtype=np.int64) * bits
+    first = offset >> 3
+    word = np.zeros(length, np.uint64)
+    for k in range(-(-(bits + 7) // 8)):  # gather the bytes each value touches, little-endian
+        word |= buf[first + k].astype(np.uint64) << np.uint64(8 * k)
+    return (word >> (offset & 7).astype(np.uint64)) & np.uint64((1 << bits) - 1)

@@ -22,7 +22,7 @@ def tensor_scales(sizes: Sequence[int], clip: float, coordinate_clip: float) -> 
 
 def clip_l2(tensors: Sequence[np.ndarray], clip: float) -> tuple[list[np.ndarray], bool]:
     """The tensors scaled down together to L2 norm <= clip; whether they were."""
-    norm = math.sqrt(sum(float(np.dot(t.ravel().astype(np.float64), t.ravel().astype(np.float64))) for t in tensors))
+    norm = math.sqrt(sum(float(np.square(t, dtype=np.float64).sum()) for t in tensors))  # no BLAS: same bits everywhere
     if norm <= clip or norm == 0.0:
         return [np.asarray(t, np.float32) for t in tensors], False
     factor = np.float32(clip / norm)
@@ -32,10 +32,10 @@ def clip_l2(tensors: Sequence[np.ndarray], clip: float) -> tuple[list[np.ndarray
 def ternarize(tensors: Sequence[np.ndarray], scales: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Trits (int8, all tensors flattened and concatenated): each element clipped to [-s, s], then
     t = floor(x / s + u), u ~ U[0, 1) from the device's seeded quantizer stream, so E[s * t] = clipped x."""
-    flat = np.concatenate([np.asarray(t, np.float64).ravel() for t in tensors]) if tensors else np.zeros(0)
-    per = np.repeat(np.asarray(scales, np.float64), [int(np.size(t)) for t in tensors])
+    flat = np.concatenate([np.asarray(t, np.float32).ravel() for t in tensors]) if tensors else np.zeros(0, np.float32)
+    per = np.repeat(np.asarray(scales, np.float32), [int(np.size(t)) for t in tensors])
     ratio = np.clip(np.divide(flat, per, out=np.zeros_like(flat), where=per > 0), -1.0, 1.0)
-    return np.floor(ratio + rng.random(flat.size)).astype(np.int8)
+    return np.floor(ratio + rng.random(flat.size, dtype=np.float32)).astype(np.int8)
 
 
 def dequantize(trits: np.ndarray, scales: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -72,6 +72,6 @@ def modulus_bits(total_weight: int, noise_bound: int = 0) -> int:
 
 def centred(values: np.ndarray, bits: int) -> np.ndarray:
     """Elements of Z_(2^bits) (uint64) as the signed integers in [-2^(bits-1), 2^(bits-1)) they stand for."""
-    values = np.asarray(values, np.uint64).astype(np.int64)
+    values = np.asarray(values).astype(np.int64)
     half = 1 << (bits - 1)
     return np.where(values >= half, values - (1 << bits), values)

@@ -6,7 +6,7 @@ Per round, over the participants U1 that advertised keys:
 2. share: the driver sends each device its neighbours' public keys; the device Shamir-shares its self-mask
    seed and its mask private key among its neighbours, each share sealed (ChaCha20-Poly1305) for its holder;
 3. mask: the driver delivers the sealed shares (U2 = devices whose shares arrived); each device sends
-   y = x + PRG(self seed) + sum over U2 neighbours of +-PRG(pairwise seed) mod 2^b, b-bit packed;
+   y = x + PRG(self seed) + sum over U2 neighbours of +-PRG(pairwise seed) mod 2^b (AES-CTR PRG), b-bit packed;
 4. unmask: the driver tells each survivor (U3) which of its neighbours survived and which dropped; it returns
    self-mask shares of the survivors and key shares of the dropped; the driver rebuilds the seeds and keys,
    removes every mask and returns the exact sum of the survivors' inputs.
@@ -205,14 +205,19 @@ class SecAggClient:
             plain = keys.open_sealed(self.channels[sender], self.round_, sender, self.device, sealed.ciphertext)
             held[sender] = _parse_share(plain, sender)
         self.held = held
-        length, bits = len(self.values), self.bits
-        total = (self.values.astype(np.uint64) + masks.expand(self.self_seed, length, bits))  # wraps mod 2^64
+        length, bits, word = len(self.values), self.bits, masks.word_type(self.bits)
+        total = self.values.astype(word)  # two's complement: wraps modulo the word, hence modulo 2^bits
+        total += masks.expand(self.self_seed, length, bits)
         for other in sorted(held):
             pairwise = masks.expand(keys.agree(self.mask_pair, self.peers[other].mask_key, keys.MASK_INFO), length, bits)
-            total = total + pairwise if pair_sign(self.device, other) > 0 else total - pairwise
+            if pair_sign(self.device, other) > 0:
+                total += pairwise
+            else:
+                total -= pairwise
         self.values = np.zeros(0, np.int64)  # the plain input is no longer needed
         self.phase = Phase.UNMASK
-        return MaskedInput(self.device, packing.pack(total & np.uint64((1 << bits) - 1), bits))
+        total &= word((1 << bits) - 1)
+        return MaskedInput(self.device, packing.pack(total, bits))
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Phase 4: self-mask shares of the reported survivors, key shares of the reported dropped.
@@ -258,7 +263,8 @@ class SecAggServer:
     graph: dict[int, tuple[int, ...]] = field(default_factory=dict)
     sealed: dict[int, list[SealedShare]] = field(default_factory=dict)
     senders: set[int] = field(default_factory=set)
-    masked: dict[int, np.ndarray] = field(default_factory=dict)
+    masked: set[int] = field(default_factory=set)  # U3: devices whose masked vector is in `total`
+    total: np.ndarray | None = None  # running sum of the masked vectors (mod 2^64), so memory stays O(length)
     self_mask_shares: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # owner -> holder -> share
     key_shares: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
 
@@ -296,12 +302,15 @@ class SecAggServer:
 
     def route_masked(self, inputs: Iterable[MaskedInput]) -> dict[int, UnmaskRequest]:
         """Phase 3 -> 4: keep the masked vectors of U2 devices (U3) and ask each survivor for the shares needed."""
+        word = masks.word_type(self.bits)
+        self.total = np.zeros(self.length, word)
         for item in inputs:
-            if int(item.device) in self.senders:
+            if int(item.device) in self.senders and int(item.device) not in self.masked:
                 try:
-                    self.masked[int(item.device)] = packing.unpack(item.payload, self.length, self.bits)
+                    self.total += packing.unpack(item.payload, self.length, self.bits).astype(word)
                 except packing.PackingError:
                     continue
+                self.masked.add(int(item.device))
         if len(self.masked) < self.needed():
             raise self._abort("too few masked inputs arrived", len(self.masked))
         out = {}
@@ -331,9 +340,9 @@ class SecAggServer:
             for owner, share in r.key_shares.items():
                 if owner in dropped and owner in self.graph[holder]:
                     self._store(self.key_shares, self.self_mask_shares, int(owner), holder, share)
-        total = np.zeros(self.length, np.uint64)
-        for d in sorted(self.masked):
-            total += self.masked[d]
+        if self.total is None:
+            raise ProtocolViolation(f"round {self.round_}: finish called before the masked inputs arrived")
+        total = self.total.copy()
         for d in sorted(self.masked):
             seed = self._rebuild(self.self_mask_shares.get(d, {}), d, "self-mask seed")
             total -= masks.expand(seed, self.length, self.bits)
@@ -345,8 +354,12 @@ class SecAggServer:
             for j in self.graph[d]:
                 if j in self.masked:  # y_j carries sign(j, d) * PRG(s_jd): take it out
                     pairwise = masks.expand(keys.agree(pair, self.adverts[j].mask_key, keys.MASK_INFO), self.length, self.bits)
-                    total = total - pairwise if pair_sign(j, d) > 0 else total + pairwise
-        return centred(total & np.uint64((1 << self.bits) - 1), self.bits)
+                    if pair_sign(j, d) > 0:
+                        total -= pairwise
+                    else:
+                        total += pairwise
+        total &= total.dtype.type((1 << self.bits) - 1)
+        return centred(total, self.bits)
 
     def _rebuild(self, shares: Mapping[int, np.ndarray], owner: int, what: str) -> bytes:
         need = graph.share_threshold(self.threshold, len(self.graph[owner]))
