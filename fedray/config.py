@@ -480,6 +480,9 @@ def validate_secure_aggregation(cfg: DictConfig) -> list[str]:
     if cfg.faults.corrupt:
         errors.append(f"faults.corrupt={cfg.faults.corrupt} under privacy.secure_aggregation: a masked vector "
                       "damaged in transit cannot be detected and would corrupt the sum")
+    if cfg.privacy.dp != "none":
+        errors.append(f"privacy.dp={cfg.privacy.dp} with privacy.secure_aggregation: the secure round does not add DP "
+                      "noise yet (its summed trits are not bounded by privacy.clip); use one or the other")
     return errors
 
 
