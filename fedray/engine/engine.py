@@ -23,8 +23,7 @@ from fedray.engine.devices import DeviceFailure, DeviceUpdate, decode_update
 from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOrder
 from fedray.engine.records import RoundRecord, records_from_table, records_table
 from fedray.engine.streams import Stream, stream, torch_seed
-from fedray.privacy import dp
-from fedray.privacy import packing, quantize
+from fedray.privacy import dp, packing, quantize
 from fedray.privacy.rounds import SecureRound
 from fedray.privacy.secagg import SecAggAborted, SecAggServer
 from fedray.strategies import build_strategy
@@ -525,17 +524,16 @@ class RoundEngine:
         accepted = clock.accept_by_deadline(times, k, t.deadline_s)
         joined = [ok.updates[i] for i in accepted]
         server = SecAggServer(round_, length, bits, p.threshold, p.neighbours)
-        failures, traffic, survivors = arrivals.lost + ok.failures, 0.0, []
+        dropped, traffic, survivors = [arrivals.lost + ok.failures], 0.0, []
         try:
             requests = server.route_keys([u.advert for u in joined], stream(cfg.seed, Stream.SECAGG_GRAPH, round_, g.gid))
-            shares, lost = self._phase("share", requests, crashed)
+            shares = self._phase("share", requests, crashed, dropped)
             traffic += sum(len(s.ciphertext) for v in shares.values() for s in v)
-            masked, lost2 = self._phase("mask", server.route_shares(shares), crashed)
+            masked = self._phase("mask", server.route_shares(shares), crashed, dropped)
             traffic += sum(len(m.payload) for m in masked.values())
-            responses, lost3 = self._phase("unmask", server.route_masked(masked.values()), crashed)
+            responses = self._phase("unmask", server.route_masked(masked.values()), crashed, dropped)
             total = server.finish(responses.values())
             survivors = server.survivors()
-            failures += lost + lost2 + lost3
         except SecAggAborted as e:
             self.log.append(str(e))
             ok.reasons["secagg_aborted"] = 1
@@ -550,16 +548,17 @@ class RoundEngine:
         losses = [u.loss for u in kept]
         return RoundRecord(
             round=round_, group=g.gid, selected=len(plan.devices), participants=len(survivors),
-            stragglers=len(ok.updates) - len(accepted) + arrivals.unanswered, failures=failures,
+            stragglers=len(ok.updates) - len(accepted) + arrivals.unanswered, failures=sum(dropped),
             rejected=int(sum(ok.reasons.values())), reject_reasons=json.dumps(ok.reasons, sort_keys=True),
-            applied=applied, bytes_up=traffic + sum(64.0 for _ in joined),
+            applied=applied, bytes_up=traffic + 64.0 * len(joined),  # + two 32-byte public keys each
             bytes_down=float(down * len(plan.devices)), bytes_up_float32=float(4 * length * len(joined)),
             bits_per_element=8 * masked_bytes / max(1, length),
             train_loss=float(np.average(losses, weights=[u.samples for u in kept])) if losses else float("nan"),
             sim_round_s=sim_round, sim_time_s=g.clock.now)
 
-    def _phase(self, phase: str, messages: Mapping[int, Any], crashed: set[int]) -> tuple[dict[int, Any], int]:
-        """Send one phase's messages to the devices' hosts; (replies of the devices that answered, devices lost)."""
+    def _phase(self, phase: str, messages: Mapping[int, Any], crashed: set[int], dropped: list[int]) -> dict[int, Any]:
+        """Send one phase's messages to the devices' hosts; the replies of the devices that answered (the count of
+        those that did not is appended to `dropped`)."""
         by_host: dict[int, dict[int, Any]] = {}
         for device, message in messages.items():
             by_host.setdefault(int(self.host_of[device]), {})[int(device)] = message
@@ -570,7 +569,8 @@ class RoundEngine:
             if isinstance(r, DeviceFailure):
                 self.log.append(f"round {self.round}: device {d} dropped out of secure aggregation ({phase}): {r.error}")
         self._record_view(list(replies.values()))
-        return replies, len(messages) - len(replies)
+        dropped.append(len(messages) - len(replies))
+        return replies
 
     def _record_view(self, messages: Sequence[Any]) -> None:
         """Keep what the driver received, when a test or an audit asked for it (secure_view is a list)."""
