@@ -178,3 +178,28 @@ def test_keys_and_masks_are_fresh_each_round_even_for_the_same_inputs():
     mb = [m.payload for m in b.view if hasattr(m, "payload")]
     assert all(x != y for x, y in zip(ma, mb))
     assert {m.mask_key for m in a.view if hasattr(m, "mask_key")}.isdisjoint({m.mask_key for m in b.view if hasattr(m, "mask_key")})
+
+
+def test_self_masks_hide_a_survivor_even_from_a_driver_that_learns_its_pairwise_keys():
+    """What a late 'dropped' claim would give the driver (every pairwise mask of a survivor) still leaves the
+    survivor's input under its self mask; and self seeds differ between devices and rounds."""
+    from fedray.privacy import masks
+    from fedray.privacy.secagg import pair_sign
+
+    r = Round(n=5, length=2000, weight=1)
+    r.run()
+    M = 1 << r.bits
+    word = masks.word_type(r.bits)
+    for m in (m for m in r.view if hasattr(m, "payload")):
+        c = r.clients[m.device]
+        y = packing.unpack(m.payload, r.length, r.bits).astype(word)
+        for other in c.held:
+            pairwise = masks.expand(keys.agree(c.mask_pair, c.peers[other].mask_key, keys.MASK_INFO), r.length, r.bits)
+            y = y - pairwise if pair_sign(c.device, other) > 0 else y + pairwise
+        y &= word(M - 1)
+        plain = (r.inputs[m.device] % M).astype(word)
+        assert np.mean(y == plain) < 2.5 / M  # still masked
+        unmasked = (y - masks.expand(c.self_seed, r.length, r.bits)) & word(M - 1)
+        assert np.array_equal(unmasked, plain)
+    again = Round(n=5, length=10)
+    assert len({c.self_seed for c in r.clients.values()} | {c.self_seed for c in again.clients.values()}) == 10
