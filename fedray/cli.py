@@ -67,16 +67,21 @@ def check_horizontal(plain: dict) -> None:
     build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or task.server_lr})
 
 
-def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False) -> object:
-    """Start or join Ray and run the configured job in run_dir."""
+def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False,
+            since: float | None = None) -> object:
+    """Start or join Ray and run the configured job in run_dir; `since` (a perf_counter time) is when the command
+    began, for the set-up time a horizontal run reports."""
     from fedray import runtime
 
+    init_at = time.perf_counter()
     started = runtime.start(cfg.runtime.address, [t.name for t in cfg.tiers], cfg.runtime.num_cpus)
+    ray_init_s = time.perf_counter() - init_at
     try:
         if cfg.job == "horizontal":
             from fedray.horizontal.run import run_horizontal
 
-            return run_horizontal(cfg, run_dir, console, resume=resume, force=force)
+            return run_horizontal(cfg, run_dir, console, resume=resume, force=force,
+                                  setup_since=None if since is None else since + ray_init_s)
         if cfg.job == "centralized":
             from fedray.horizontal.centralized import run_centralized
 
@@ -93,6 +98,7 @@ def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: b
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Validate the config and its data, create the run directory, run the job."""
+    since = time.perf_counter()
     cfg = load_config(args.config, args.overrides)
     resume = bool(cfg.resume)
     run_dir = _run_dir(cfg)
@@ -104,7 +110,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     save_config(cfg, run_dir)
     console.print(f"run directory: {run_dir}")
     try:
-        execute(cfg, run_dir, console, resume=resume)
+        execute(cfg, run_dir, console, resume=resume, since=since)
     except BaseException:
         if fresh and not any((run_dir / p).exists() for p in ("checkpoints", "metrics.parquet")):
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: leave no half-written run behind

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from fedray.data.movielens import DataError
+from fedray.data.synthetic import SyntheticUsers
 from fedray.engine.streams import Stream, stream
 
 
@@ -35,6 +36,10 @@ class RecData:
     def counts(self) -> np.ndarray:
         """Training positives per user (the device's sample count)."""
         return np.diff(self.indptr)
+
+    def holdout(self, user: int) -> tuple[np.ndarray, int]:
+        """One user's training positives and held-out item."""
+        return self.positives(user), int(self.test_items[user])
 
 
 def leave_one_out(table: pa.Table, min_interactions: int = 3, max_users: int | None = None) -> RecData:
@@ -69,11 +74,12 @@ def leave_one_out(table: pa.Table, min_interactions: int = 3, max_users: int | N
     return RecData(indptr=indptr, items=items[~is_test], test_items=items[test_pos], user_ids=user_ids, item_ids=item_ids)
 
 
-def eval_negatives(data: RecData, users: np.ndarray, n_neg: int, seed: int) -> np.ndarray:
+def eval_negatives(data: RecData | SyntheticUsers, users: np.ndarray, n_neg: int, seed: int) -> np.ndarray:
     """For each user, n_neg distinct items it never interacted with, from a generator seeded by (seed, user)."""
     out = np.empty((len(users), n_neg), np.int32)
     for row, u in enumerate(users):
-        seen = np.append(data.positives(u), data.test_items[u])
+        positives, test_item = data.holdout(int(u))
+        seen = np.append(positives, test_item)
         free = data.n_items - len(np.unique(seen))
         if free < n_neg:
             raise DataError(f"user {data.user_ids[u]}: only {free} unseen items for {n_neg} evaluation negatives")
@@ -88,7 +94,7 @@ def eval_negatives(data: RecData, users: np.ndarray, n_neg: int, seed: int) -> n
     return out
 
 
-def check_negatives(data: RecData, n_neg: int) -> None:
+def check_negatives(data: RecData | SyntheticUsers, n_neg: int) -> None:
     """Fail before any actor starts when some user has fewer unseen items than evaluation negatives."""
     free = data.n_items - (data.counts() + 1)
     short = np.flatnonzero(free < n_neg)
@@ -96,3 +102,14 @@ def check_negatives(data: RecData, n_neg: int) -> None:
         u = int(short[0])
         raise DataError(f"user {data.user_ids[u]}: only {int(free[u])} unseen items of {data.n_items} for "
                         f"{n_neg} evaluation negatives ({len(short)} users short; lower data.eval_negatives)")
+
+
+def materialize(data: RecData | SyntheticUsers) -> RecData:
+    """Every user's interactions in memory (CSR): what pooled training needs; lazy synthetic users are drawn here."""
+    if isinstance(data, RecData):
+        return data
+    held = [data.holdout(u) for u in range(data.n_users)]
+    counts = np.array([len(p) for p, _ in held], np.int64)
+    return RecData(indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                   items=np.concatenate([p for p, _ in held]).astype(np.int32),
+                   test_items=np.array([t for _, t in held], np.int32), user_ids=data.user_ids, item_ids=data.item_ids)

@@ -102,26 +102,42 @@ def tensor_modes(names: Sequence[str], sparse: Sequence[str], mode: str) -> list
 
 
 class Devices:
-    """Many simulated devices of one host, each with its own data slice and state, all running one task."""
+    """Many simulated devices of one host, each with its own data slice and state, all running one task.
 
-    def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], device_ids: np.ndarray,
-                 tier: Mapping[str, Any], host_index: int):
+    State is sparse: only a device that has trained (or was restored from a checkpoint) holds a DeviceState,
+    so a host of half a million registered devices holds their ids and hardware profiles as arrays and little else.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any] | Mapping[int, Any],
+                 device_ids: np.ndarray, tier: Mapping[str, Any], host_index: int):
         self.cfg, self.task, self.data = cfg, task, data
         self.seed = int(cfg["seed"])
         self.device_ids = np.asarray(device_ids, np.int64)
-        self.states = {int(d): DeviceState() for d in self.device_ids}
+        self._sorted_ids = np.sort(self.device_ids)
+        self.states: dict[int, DeviceState] = {}
         self.secure: dict[int, SecAggClient] = {}  # secure rounds: each participant's protocol state (memory only)
         self.profiles, _ = draw_profiles([dict(tier)], [1.0], len(self.device_ids),
                                          stream(self.seed, Stream.HARDWARE, host_index))
         self._models: dict[float, torch.nn.Module] = {}
         faults = cfg["faults"]
-        self.byzantine = {int(d) for d in self.device_ids
-                          if faults["byzantine"] and stream(self.seed, Stream.BYZANTINE, d).random() < faults["byzantine"]}
+        self.byzantine = ({int(d) for d in self.device_ids
+                           if stream(self.seed, Stream.BYZANTINE, d).random() < faults["byzantine"]}
+                          if faults["byzantine"] else set())
 
     def report(self, node: str = "") -> HostReport:
         """The hosted devices, their reported hardware and sample counts."""
-        samples = np.array([self.data[int(d)].samples for d in self.device_ids], np.int64)
+        samples = np.asarray(self.task.sample_counts(self.data, self.device_ids), np.int64)
         return HostReport(self.device_ids, self.profiles, samples, node)
+
+    def _state(self, device: int) -> DeviceState:
+        """A hosted device's state, created empty when it first needs one; a device this host lacks raises."""
+        st = self.states.get(device)
+        if st is None:
+            at = int(np.searchsorted(self._sorted_ids, device))
+            if at == len(self._sorted_ids) or self._sorted_ids[at] != device:
+                raise KeyError(f"device {device} is not hosted here")
+            st = self.states[device] = DeviceState()
+        return st
 
     def _model(self, width: float) -> torch.nn.Module:
         """This host's working model of one width (weights are loaded into it before every use)."""
@@ -135,7 +151,7 @@ class Devices:
         A task that overrides init_private sets them on the working model; otherwise they come from a fresh
         model built under the device's seed.
         """
-        st = self.states[device]
+        st = self._state(device)
         model = self._model(width)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in self.task.private}
         if st.private is None or {k: v.shape for k, v in st.private.items()} != shapes:
@@ -161,6 +177,7 @@ class Devices:
         In a secure round the update never leaves: it becomes an integer vector held by the device's SecAgg client,
         and only the client's public keys go back (the masked vector follows in the protocol's phases)."""
         t, comp = self.cfg["train"], self.cfg["compression"]
+        st = self._state(device)
         model = self._load(device, params, width)
         ctx = TrainContext(round_, device, t["local_steps"] if t["local_epochs"] is None else None, t["local_epochs"],
                            t["batch_size"], t["lr"], stream(self.seed, Stream.TRAIN, round_, device),
@@ -175,7 +192,6 @@ class Devices:
         update = [np.subtract(state[k].detach().numpy(), params[k], dtype=np.float32) for k in names]
         if device in self.byzantine:
             update = self._attack(update)
-        st = self.states[device]
         quant = stream(self.seed, Stream.QUANT, round_, device)
         if secure is not None:
             values, st.residual = secure_input(update, st.residual, comp["error_feedback"], secure,
@@ -240,7 +256,7 @@ class Devices:
     def export_state(self) -> dict[str, np.ndarray]:
         """Every hosted device's persistent state as named arrays (for the device-side checkpoint)."""
         out: dict[str, np.ndarray] = {}
-        for d, st in self.states.items():
+        for d, st in sorted(self.states.items()):
             out[f"{d}/rounds"] = np.array(st.rounds, np.int64)
             for name, value in (st.private or {}).items():
                 out[f"{d}/private/{name}"] = value
@@ -250,12 +266,13 @@ class Devices:
 
     def import_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore state written by export_state (devices absent from it start fresh)."""
-        self.states = {int(d): DeviceState() for d in self.device_ids}
+        self.states = {}
         residuals: dict[int, dict[int, np.ndarray]] = {}
         for key, value in arrays.items():
             device, kind, *rest = key.split("/", 2)
-            st = self.states.get(int(device))
-            if st is None:
+            try:
+                st = self._state(int(device))
+            except KeyError:
                 continue
             if kind == "rounds":
                 st.rounds = int(value)

@@ -65,6 +65,7 @@ class SetupInfo:
     hosts: int
     groups: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: task load, host start, reports, grouping
 
 
 @dataclass
@@ -207,7 +208,9 @@ class RoundEngine:
         self.tier_names = [t.name for t in self.cfg.tiers]
         self.tier_latency = np.array([t.latency_ms / 1000 for t in self.cfg.tiers])
         self.task = build_task(cfg["task"])
+        started = time.perf_counter()
         self.data = self.task.load(self.cfg.seed)
+        self.load_s = time.perf_counter() - started
         self.shared = check_model(self.task)
         self.fleet: Fleet = fleet_factory(cfg, self.task, self.data, str(self.run_dir))
         self.dp_on = self.cfg.privacy.dp != "none"
@@ -230,6 +233,7 @@ class RoundEngine:
             self.host_of[p.devices] = p.index
             self.tier_of[p.devices] = self.tier_names.index(p.tier["name"])
         reports = self.fleet.start(plans)
+        started = time.perf_counter()
         self.profiles = np.zeros((n, len(HW_FIELDS)))
         self.samples = np.zeros(n, np.int64)
         for rep in reports:
@@ -247,8 +251,9 @@ class RoundEngine:
         for g in self.groups:  # integer FedAvg weights, from the sample counts the devices reported at setup
             self.secure_weight[g.devices] = quantize.integer_weights(self.samples[g.devices], cfg.privacy.weight_levels)
         self._write_grouping()
+        phases = {"task load": self.load_s, **self.fleet.start_phases, "grouping": time.perf_counter() - started}
         return SetupInfo(n, len(plans), [{"group": g.gid, "devices": len(g.devices), "width": g.width,
-                                          "gflops": g.gflops} for g in self.groups], list(self.log))
+                                          "gflops": g.gflops} for g in self.groups], list(self.log), phases)
 
     def _form_groups(self, tiers: list[dict]) -> None:
         """Group devices by reported hardware and give each group a model sized for it."""
@@ -335,9 +340,12 @@ class RoundEngine:
         """Record which tier, host and group every device got, with its reported hardware."""
         import pyarrow as pa
 
-        cols = {"device": np.arange(len(self.profiles)), "tier": [self.tier_names[i] for i in self.tier_of],
-                "host": self.host_of, "node": [self.host_node[h] for h in self.host_of], "group": self.group_of,
-                "samples": self.samples}
+        # tier and node as dictionary columns: a million devices cost indices, not a million Python strings
+        cols = {"device": np.arange(len(self.profiles)),
+                "tier": pa.DictionaryArray.from_arrays(self.tier_of.astype(np.int32), self.tier_names),
+                "host": self.host_of,
+                "node": pa.DictionaryArray.from_arrays(self.host_of, self.host_node),
+                "group": self.group_of, "samples": self.samples}
         cols.update({f: self.profiles[:, i] for i, f in enumerate(HW_FIELDS)})
         self.run_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(cols), self.run_dir / "grouping.parquet")

@@ -27,7 +27,8 @@ class Stream(IntEnum):
     SECAGG_GRAPH = 18  # (round, group): the public neighbour graph of secure aggregation (never keys or masks)
     PARTITION = 100  # built-in table tasks: which rows go to which device
     HOLDOUT = 101  # built-in table tasks: each device's held-out rows
-    SYNTHETIC = 7001  # the recommender's synthetic ratings
+    SYNTHETIC = 7001  # the recommender's synthetic catalogue and interaction counts
+    SYNTHETIC_USER = 7002  # (user): one synthetic user's items
     EVAL_NEGATIVES = 9173  # (user): the recommender's sampled evaluation negatives
 
 

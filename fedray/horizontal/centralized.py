@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from fedray.checkpoint import arrays_to_table
-from fedray.data import eval_negatives, load_recdata
+from fedray.data import eval_negatives, load_recdata, materialize
 from fedray.metrics import plot_curves, summarize, summary_table
 from fedray.models.centralized import train_centralized
 from fedray.models.recommender import ModelSpec, rank_metrics
@@ -23,7 +23,7 @@ def run_centralized(cfg: DictConfig, run_dir: Path, console: Console | None = No
 
     torch.set_num_threads(1)
     console = console or Console()
-    data = load_recdata(cfg.data, cfg.seed)
+    data = materialize(load_recdata(cfg.data, cfg.seed))
     spec = ModelSpec(data.n_items, cfg.model.dim, tuple(cfg.model.hidden), cfg.model.kind)
     users = np.arange(data.n_users)
     negs = eval_negatives(data, users, cfg.data.eval_negatives, cfg.seed)

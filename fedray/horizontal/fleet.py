@@ -54,7 +54,7 @@ class RayFleet(Fleet):
     """DeviceHost actors, each asking for its tier's resource, optionally in a placement group per tier."""
 
     def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str):
-        self.cfg, self.run_dir = cfg, run_dir
+        self.cfg, self.run_dir, self.task, self.data = cfg, run_dir, task, data
         self.hosts: list[Any] = []
         self.departed: set[int] = set()
 
@@ -66,6 +66,7 @@ class RayFleet(Fleet):
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
+        started = time.perf_counter()
         rt = self.cfg["runtime"]
         by_tier: dict[str, list[HostPlan]] = {}
         for p in plans:
@@ -73,6 +74,8 @@ class RayFleet(Fleet):
         # Fail now, naming the resource, rather than leave device hosts pending forever on a cluster that cannot hold them.
         check_tiers([t["name"] for t in self.cfg["tiers"]],
                     {name: len(ps) * rt["actor_cpus"] for name, ps in by_tier.items()}, rt["driver_cpus"])
+        shared = self.task.share(self.data)
+        shared_ref = ray.put(shared) if shared is not None else None  # once, for every host
         handles: dict[int, Any] = {}
         for name, tier_plans in by_tier.items():
             pg = (placement.reserve(self.run_dir, name, len(tier_plans), rt["actor_cpus"], rt["placement"],
@@ -82,9 +85,13 @@ class RayFleet(Fleet):
                     num_cpus=rt["actor_cpus"], resources={tier_resource(name): TIER_REQUEST},
                     max_restarts=rt["max_restarts"], max_task_retries=0,
                     scheduling_strategy=placement.host_strategy(pg, i) if pg else None,
-                ).remote(dict(self.cfg), p.devices.tolist(), dict(p.tier), p.index, self.run_dir)
+                ).remote(dict(self.cfg), p.devices, dict(p.tier), p.index, self.run_dir, shared_ref)
         self.hosts = [handles[i] for i in range(len(plans))]
-        return ray.get([h.report.remote() for h in self.hosts], timeout=rt["round_timeout_s"])
+        ray.get([h.ping.remote() for h in self.hosts], timeout=rt["round_timeout_s"])  # every host built its devices
+        hosts_up = time.perf_counter()
+        reports = ray.get([h.report.remote() for h in self.hosts], timeout=rt["round_timeout_s"])
+        self.start_phases = {"host start": hosts_up - started, "reports": time.perf_counter() - hosts_up}
+        return reports
 
     def launch(self, order: TrainOrder) -> list[tuple[int, list[int], Any]]:
         ref = ray.put(dict(order.params))  # one broadcast object per group; hosts receive the ObjectRef

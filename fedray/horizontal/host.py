@@ -25,7 +25,8 @@ from fedray.strategies.base import DeviceConfig
 class DeviceHost:
     """Holds its devices' local data and private state; trains and evaluates them on request."""
 
-    def __init__(self, cfg: dict, device_ids: list[int], tier: dict, host_index: int, run_dir: str):
+    def __init__(self, cfg: dict, device_ids: np.ndarray, tier: dict, host_index: int, run_dir: str,
+                 shared: Any = None):
         import torch
 
         torch.set_num_threads(1)
@@ -33,7 +34,10 @@ class DeviceHost:
 
         self.cfg, self.host_index, self.run_dir = cfg, host_index, run_dir
         task = build_task(cfg["task"])
-        self.devices = Devices(cfg, task, task.load(int(cfg["seed"])), np.asarray(device_ids, np.int64), tier, host_index)
+        device_ids = np.asarray(device_ids, np.int64)
+        # `shared` arrives resolved from the driver's one ray.put (arrays zero-copy); without it, load as a user task would
+        data = task.take(shared, device_ids) if shared is not None else task.load(int(cfg["seed"]))
+        self.devices = Devices(cfg, task, data, device_ids, tier, host_index)
         ck = cfg["checkpoint"]
         self.store = device_store(ck["uri"] or str(Path(run_dir) / "checkpoints"), ck["keep"], host_index)
         with warnings.catch_warnings():  # Ray's own accessor trips its deprecated `actor_id` property

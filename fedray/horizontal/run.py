@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import ray
@@ -30,9 +31,16 @@ def progress_status(records: list[RoundRecord], latest: dict[int, dict[str, floa
     return "  ".join(parts)
 
 
+def setup_line(phases: dict[str, float], total_s: float | None) -> str:
+    """How long set-up took: in all (from the command, without ray.init) when known, and by phase."""
+    parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items())
+    return f"set-up {total_s:.1f} s beyond ray.init ({parts})" if total_s is not None else f"set-up: {parts}"
+
+
 def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = None, resume: bool = False,
-                   force: bool = False) -> list[dict]:
-    """Run (or resume) every round of a horizontal job; returns the per-group summary rows."""
+                   force: bool = False, setup_since: float | None = None) -> list[dict]:
+    """Run (or resume) every round of a horizontal job; returns the per-group summary rows. `setup_since` (a
+    perf_counter time) is when the command began, shifted by ray.init's duration, for the set-up line."""
     console = console or Console()
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
     driver = start_driver(to_plain(cfg), str(run_dir), cfg.runtime.driver_cpus)
@@ -56,6 +64,7 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         if start is not None:
             console.print(f"resumed from the checkpoint of round {start}")
         start = start or 0
+        console.print(setup_line(info.phases, None if setup_since is None else time.perf_counter() - setup_since))
         with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
             bar = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")

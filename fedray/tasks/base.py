@@ -4,6 +4,9 @@ A task is a plain class. fedray builds it from config (`task.target: "pkg.module
 of `task` are its constructor's keyword arguments), then asks it for:
 
 - ``load(seed)``: the federation's per-device data, indexable by device id (``len`` = number of devices);
+  the driver calls it once; device hosts build their own devices' data from ``share(data)`` (put in Ray's
+  object store once) with ``take(shared, devices)``, or, where ``share`` returns None (the default), by
+  calling ``load(seed)`` themselves;
 - ``model(width)``: a torch ``nn.Module`` at a width multiplier (tiers get narrower models);
 - ``train(model, data, ctx)``: local training of one device from the global weights already loaded into
   ``model``, for ``ctx.steps`` steps or ``ctx.epochs`` epochs; fedray computes the update itself;
@@ -82,6 +85,21 @@ class Task:
     def load(self, seed: int) -> Sequence[Any]:
         """Per-device data, indexable by device id; each item is whatever train and evaluate take."""
         raise NotImplementedError(f"{type(self).__name__}.load(seed) is not implemented")
+
+    def share(self, data: Sequence[Any]) -> Any | None:
+        """What device hosts build their devices' data from: the driver puts it in Ray's object store once and
+        every host reads its numpy arrays zero-copy. None (the default): each host calls load(seed) itself."""
+        return None
+
+    def take(self, shared: Any, devices: np.ndarray) -> Sequence[Any] | Mapping[int, Any]:
+        """The data of `devices` (indexable by their device ids) from what share returned; it sets whatever else
+        load would have set on this task (e.g. sizes that model needs), since hosts never call load."""
+        raise NotImplementedError(f"{type(self).__name__}.share returned data but take(shared, devices) is not implemented")
+
+    def sample_counts(self, data: Sequence[Any], devices: np.ndarray) -> np.ndarray:
+        """Training samples of each of `devices` (their fusion weights, reported at start); override with a
+        vectorised lookup when devices are many."""
+        return np.array([data[int(d)].samples for d in devices], np.int64)
 
     def model(self, width: float) -> torch.nn.Module:
         """A fresh model at width multiplier `width` (1.0: full size); narrower widths nest in wider ones."""

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from fedray.core import clock
 from fedray.data import load_recdata
 from fedray.data.partition import RecData, check_negatives, eval_negatives
+from fedray.data.synthetic import SyntheticUsers
 from fedray.models.recommender import (ITEM_TABLES, ModelSpec, init_user, local_train, personalize, rank_metrics,
                                        scaled_spec, top_k)
 from fedray.tasks.base import EvalContext, Evaluation, Task, TrainContext, TrainResult
@@ -42,10 +43,18 @@ class UserData:
 class Users:
     """The federation's devices, one per user; a device's evaluation negatives are drawn when first asked for."""
 
-    def __init__(self, data: RecData, eval_negatives_count: int, seed: int):
+    def __init__(self, data: RecData | SyntheticUsers, eval_negatives_count: int, seed: int):
         self.data, self.count, self.seed = data, eval_negatives_count, seed
-        self.user_ids = data.user_ids
         self._negatives = lru_cache(maxsize=None)(self._draw_negatives)
+
+    def __reduce__(self):
+        """Pickled as its data alone (the negatives' cache is rebuilt), so hosts map the arrays zero-copy."""
+        return Users, (self.data, self.count, self.seed)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """Raw user id of each device."""
+        return self.data.user_ids
 
     def __len__(self) -> int:
         return self.data.n_users
@@ -55,8 +64,8 @@ class Users:
 
     def __getitem__(self, device: int) -> UserData:
         device = int(device)
-        return UserData(self.data.positives(device), int(self.data.test_items[device]), self._negatives(device),
-                        self.data.n_items)
+        positives, test_item = self.data.holdout(device)
+        return UserData(positives, test_item, self._negatives(device), self.data.n_items)
 
 
 class RecommenderModel(torch.nn.Module):
@@ -101,6 +110,18 @@ class RecommenderTask(Task):
         check_negatives(recdata, self.data_cfg.eval_negatives)
         self.n_items = recdata.n_items
         return Users(recdata, self.data_cfg.eval_negatives, seed)
+
+    def share(self, data: Users) -> Users:
+        """The users as loaded: CSR arrays (or the synthetic catalogue and counts) that hosts read zero-copy."""
+        return data
+
+    def take(self, shared: Users, devices: np.ndarray) -> Users:
+        """Every user, read in place: a host only ever touches its own devices' rows."""
+        self.n_items = shared.data.n_items
+        return shared
+
+    def sample_counts(self, data: Users, devices: np.ndarray) -> np.ndarray:
+        return data.data.counts()[np.asarray(devices, np.int64)]
 
     def spec(self, width: float) -> ModelSpec:
         """The model's shape at a width multiplier (load() must have run: the catalogue sets the tables' rows)."""

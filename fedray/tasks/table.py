@@ -79,6 +79,7 @@ class PartitionedTask(Task):
         self.devices, self.partition, self.test_fraction = devices, partition, test_fraction
         self.optimizer, self.momentum, self.weight_decay = optimizer, momentum, weight_decay
         self.pooled_test: DeviceData | None = None  # every device's held-out rows, set by load()
+        self.input_shape: tuple[int, ...] | None = None  # one row's feature shape, set by load() or take()
 
     def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """All rows: features [n, ...], integer labels [n], and group ids [n] for `natural` partitions (or None)."""
@@ -105,7 +106,17 @@ class PartitionedTask(Task):
         data = [DeviceData(x[train], y[train], x[test], y[test]) for train, test in splits]
         test_rows = np.sort(np.concatenate([test for _, test in splits]))
         self.pooled_test = DeviceData(x[:0], y[:0], x[test_rows], y[test_rows])
+        self.input_shape = x.shape[1:]
         return data
+
+    def share(self, data: list[DeviceData]) -> list[DeviceData]:
+        """Every device's rows as partitioned by load: hosts read the arrays zero-copy and never re-read the files."""
+        return data
+
+    def take(self, shared: list[DeviceData], devices: np.ndarray) -> dict[int, DeviceData]:
+        """The listed devices' rows, by device id."""
+        self.input_shape = shared[0].x_train.shape[1:]
+        return {int(d): shared[int(d)] for d in devices}
 
     def require_pooled_test(self) -> DeviceData:
         """The pooled held-out rows, which exist once load(seed) has run in this process."""

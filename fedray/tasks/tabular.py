@@ -57,8 +57,8 @@ class TabularMLPTask(TableTask):
         return x, y, groups
 
     def model(self, width: float) -> nn.Module:
-        x, _, _ = self.rows()
-        return MLP(x.shape[1], [scaled(h, width) for h in self.hidden])
+        inputs = self.input_shape[0] if self.input_shape is not None else self.rows()[0].shape[1]
+        return MLP(inputs, [scaled(h, width) for h in self.hidden])
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(model(x), y.float())

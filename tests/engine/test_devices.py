@@ -89,3 +89,34 @@ def test_corrupted_payloads_fail_to_decode(corrupt):
     out = host.train(1, params, 1.0, 0, DeviceConfig())
     with pytest.raises(ValueError):
         decode_update(out.payload, shapes(params), "ternary")
+
+
+def test_only_devices_that_trained_hold_state_and_sparse_state_round_trips():
+    host, params = devices()
+    assert host.states == {}  # twenty registered devices, none trained: no state at all
+    host.train(7, params, 1.0, 0, DeviceConfig())
+    host.train(2, params, 1.0, 0, DeviceConfig())
+    assert sorted(host.states) == [2, 7]
+    saved = host.export_state()
+    assert {key.split("/")[0] for key in saved} == {"2", "7"}
+    fresh, _ = devices()
+    fresh.import_state(saved)
+    assert sorted(fresh.states) == [2, 7]
+    assert fresh.train(7, params, 1.0, 1, DeviceConfig()).payload == host.train(7, params, 1.0, 1, DeviceConfig()).payload
+
+
+def test_a_device_the_host_does_not_hold_gets_no_state():
+    plain = to_plain(load_config(None, BASE))
+    task = build_task(plain["task"])
+    data = task.load(plain["seed"])
+    host = Devices(plain, task, data, np.array([1, 4, 9]), plain["tiers"][0], 0)
+    params = initial_params(task, check_model(task), plain["seed"], 0, 1.0)
+    with pytest.raises(KeyError, match="device 5 is not hosted"):
+        host.train(5, params, 1.0, 0, DeviceConfig())
+    host.import_state({"5/rounds": np.array(3), "4/rounds": np.array(2)})  # another host's device is skipped
+    assert sorted(host.states) == [4] and host.states[4].rounds == 2
+
+
+def test_reported_sample_counts_are_each_devices_training_positives():
+    host, _ = devices()
+    assert host.report().samples.tolist() == [host.data[d].samples for d in range(20)]

@@ -25,7 +25,7 @@ def test_run_writes_artifacts_and_learns(ray_local, tmp_path, capsys):
     assert all(0 < r["bits_per_element"] < 1.61 for r in m)  # ternary, sparse-coded
     assert all(r["bytes_up"] * 19.8 < r["bytes_up_float32"] for r in m)
     hr = [r["hr10"] for r in m if r["hr10"] == r["hr10"]]
-    assert hr[-1] > 0.2  # random ranking of 1 among 100 gives 0.1
+    assert hr[-1] >= 0.2  # random ranking of 1 among 100 gives 0.1
     out = "".join(capsys.readouterr())
     assert "HR@10" in out and "60 devices on 3 device hosts" in out
 
@@ -60,4 +60,4 @@ def test_ternary_broadcast_cuts_download_and_still_learns(ray_local, tmp_path):
     m = pq.read_table(run / "metrics.parquet").to_pylist()
     float_down = 16 * 4 * (200 * 32 + 200)  # 16 devices x float32 model (item table + biases), upper bound
     assert all(0 < r["bytes_down"] < float_down / 16 for r in m)  # 1.6 bits/element dense, plus headers
-    assert [r["hr10"] for r in m if r["hr10"] == r["hr10"]][-1] > 0.2
+    assert [r["hr10"] for r in m if r["hr10"] == r["hr10"]][-1] >= 0.2  # twice random ranking
