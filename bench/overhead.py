@@ -1,6 +1,7 @@
-"""Framework overhead: fedray's round time on Ray against the same rounds in a plain single-process loop.
+"""Framework overhead: fedray's round time, set-up and whole process against the same rounds in a plain loop.
 
-Run: .venv/bin/python bench/overhead.py [--rounds 20] [--config conf/movielens.yaml ...] [key=value ...]
+Run: .venv/bin/python bench/overhead.py [--rounds 20] [--e2e-rounds 30] [--repeats 3] [--config conf/movielens.yaml ...]
+                                        [key=value ...]
 Each workload (by default MovieLens, conf/movielens.yaml: 671 devices, 64 per round, 10 local steps, ternary
 updates; and the digits CNN, conf/digits_cnn.yaml) runs the same per-round work on both sides: select, train
 each participant, encode, decode, fuse, server step. The plain loop calls fedray's pure core directly
@@ -9,13 +10,22 @@ driver actor and device-host actors on an embedded local Ray; "1 host" puts ever
 compute is as serial as the plain loop and only the framework differs; the default (one host per CPU, two
 here) lets local training use both cores.
 Round times exclude the first round (warm-up) and the last (it evaluates); medians over the rest.
+
+End to end (the first workload only): the whole process of `fedray run` for --e2e-rounds rounds (default
+hosts, evaluation of every device after the last round) against a process running the plain loop for the
+same rounds and the same final evaluation, each timed from launch to exit, --repeats times each, medians;
+and fedray's set-up as `fedray run` prints it (from the command to the first round, without ray.init), by
+phase. The machine is shared with other sessions: timings are noisy, so read the ratios taken in one run.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +100,59 @@ def plain_loop(conf: Path, rounds: int, extra: list[str]) -> tuple[list[float], 
     return run.times, len(run.devices.device_ids)
 
 
+def whole_processes(conf: Path, rounds: int, extra: list[str], tmp: Path, index: int) -> tuple[float, float, dict[str, float]]:
+    """Launch-to-exit seconds of the plain loop's process and of `fedray run`'s, and the set-up fedray printed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "240"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--plain-process", str(conf), str(rounds), *extra],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+    plain_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", "import sys; from fedray.cli import main; sys.exit(main())", "run",
+                          str(conf), f"train.rounds={rounds}", f"train.eval_every={rounds}", "checkpoint.every=0", *extra,
+                          f"run_dir={tmp / f'e2e-{index}'}"], check=True, env=env, capture_output=True, text=True).stdout
+    fedray_s = time.perf_counter() - t0
+    return plain_s, fedray_s, setup_phases(out)
+
+
+def setup_phases(output: str) -> dict[str, float]:
+    """The set-up line of `fedray run`'s output as {"set-up": total, phase: seconds, ...}."""
+    found = re.search(r"set-up ([\d.]+) s beyond ray\.init \((.*?)\)", " ".join(output.split()))
+    if found is None:
+        raise SystemExit(f"fedray run printed no set-up line:\n{output[-2000:]}")
+    phases = {"set-up": float(found.group(1))}
+    for part in found.group(2).split(", "):
+        name, seconds, _ = part.rsplit(" ", 2)
+        phases[name] = float(seconds)
+    return phases
+
+
+def end_to_end(conf: Path, rounds: int, repeats: int, extra: list[str]) -> None:
+    """Print whole-process medians of both sides, their ratio, and fedray's set-up by phase."""
+    plain, fedray, setups = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(repeats):
+            p, f, phases = whole_processes(conf, rounds, extra, Path(tmp), index)
+            plain.append(p)
+            fedray.append(f)
+            setups.append(phases)
+    print(f"\nend to end: {conf.name}, {rounds} rounds and a final evaluation of every device; median of {repeats} "
+          "processes each (launch to exit)")
+    head = f"{'process':<34}{'median s':>10}{'min':>8}{'max':>8}{'vs plain':>10}"
+    print(head)
+    print("-" * len(head))
+    base = statistics.median(plain)
+    for name, ts in (("plain loop, 1 process", plain), ("fedray run, default hosts", fedray)):
+        print(f"{name:<34}{statistics.median(ts):>10.2f}{min(ts):>8.2f}{max(ts):>8.2f}{statistics.median(ts) / base:>9.2f}x")
+    print(f"\nfedray set-up, from `fedray run` to the first round without ray.init (median of {repeats})")
+    head = f"{'phase':<34}{'median s':>10}{'min':>8}{'max':>8}"
+    print(head)
+    print("-" * len(head))
+    for name in setups[0]:
+        ts = [s[name] for s in setups]
+        print(f"{name:<34}{statistics.median(ts):>10.2f}{min(ts):>8.2f}{max(ts):>8.2f}")
+
+
 def fedray_rounds(conf: Path, rounds: int, per_actor: int | None, tmp: Path, extra: list[str]) -> list[float]:
     """Seconds per round of the real fedray job (driver and device-host actors on the embedded Ray);
     per_actor None keeps the default host count (one per CPU)."""
@@ -106,12 +169,20 @@ def main(argv: list[str] | None = None) -> None:
     """Time both sides for each workload and print median round times and their ratio."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--e2e-rounds", type=int, default=30, help="rounds of the whole-process comparison (0: skip it)")
+    ap.add_argument("--repeats", type=int, default=3, help="whole processes timed on each side")
+    ap.add_argument("--plain-process", nargs=2, metavar=("CONFIG", "ROUNDS"), help=argparse.SUPPRESS)
     ap.add_argument("--config", action="append", type=Path, help="a job config to measure (repeatable)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides for both sides")
     args = ap.parse_args(argv)
-    if args.rounds < 4:
-        raise SystemExit("--rounds must be at least 4 (first and last rounds are not timed)")
-    for conf in args.config or CONFIGS:
+    if args.plain_process:  # the plain side of the end-to-end comparison, in a process of its own
+        run = plain_run(Path(args.plain_process[0]), int(args.plain_process[1]), args.overrides)
+        n = len(run.devices.device_ids)  # every device scored after the last round, as fedray's run does
+        run.devices.evaluate(range(n), [0] * n, {0: run.params}, {0: 1.0}, run.rounds - 1)
+        return
+    if 0 < args.rounds < 4:
+        raise SystemExit("--rounds must be 0 (skip round times) or at least 4 (first and last rounds are not timed)")
+    for conf in (args.config or CONFIGS) if args.rounds else []:
         plain, n = plain_loop(conf, args.rounds, args.overrides)
         rows = [("plain loop, 1 process", plain[1:-1])]
         with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, ts in rows:
             print(f"{name:<28}{statistics.median(ts):>15.3f}{min(ts):>8.3f}{max(ts):>8.3f}"
                   f"{statistics.median(ts) / base:>9.2f}x")
+    if args.e2e_rounds:
+        end_to_end((args.config or CONFIGS)[0], args.e2e_rounds, args.repeats, args.overrides)
 
 
 if __name__ == "__main__":
