@@ -22,8 +22,10 @@ def _run_dir(cfg) -> Path:
     return Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _preflight(cfg) -> None:
-    """Read the job's input once before anything is created, so bad data stops the run with exit code 2."""
+def _preflight(cfg) -> tuple | None:
+    """Read the job's input once before anything is created, so bad data stops the run with exit code 2; a
+    horizontal job's loaded (task, data), which the run then reuses."""
+    loaded = None
     if cfg.job == "vertical":
         from fedray.data.vertical import check_party_files
 
@@ -34,15 +36,17 @@ def _preflight(cfg) -> None:
 
         check_negatives(load_recdata(cfg.data, cfg.seed), cfg.data.eval_negatives)
     else:
-        check_horizontal(to_plain(cfg))
+        loaded = check_horizontal(to_plain(cfg))
     if cfg.checkpoint.uri:  # a missing bucket or an unreachable endpoint fails now, not at the first checkpoint
         from fedray.checkpoint import CheckpointStore
 
         CheckpointStore(cfg.checkpoint.uri, cfg.checkpoint.keep).probe()
+    return loaded
 
 
-def check_horizontal(plain: dict) -> None:
-    """Build the task, load its data, check its model and strategy: a bad target stops here, before Ray starts."""
+def check_horizontal(plain: dict) -> tuple:
+    """Build the task, load its data, check its model and strategy: a bad target stops here, before Ray starts.
+    Returns the loaded (task, data)."""
     from fedray.data import DataError
     from fedray.strategies import build_strategy
     from fedray.tasks import TaskError, build_task, check_model
@@ -65,12 +69,13 @@ def check_horizontal(plain: dict) -> None:
         raise TaskError(f"task.target={plain['task']['target']!r}: {name}.model(1.0) raised {type(e).__name__}: {e}") from None
     s = plain["strategy"]
     build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or task.server_lr})
+    return task, data
 
 
 def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False,
-            since: float | None = None) -> object:
+            since: float | None = None, loaded: tuple | None = None, preflight_s: float | None = None) -> object:
     """Start or join Ray and run the configured job in run_dir; `since` (a perf_counter time) is when the command
-    began, for the set-up time a horizontal run reports."""
+    began, for the set-up time a horizontal run reports; `loaded` the preflight's (task, data), reused."""
     from fedray import runtime
 
     init_at = time.perf_counter()
@@ -81,7 +86,8 @@ def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: b
             from fedray.horizontal.run import run_horizontal
 
             return run_horizontal(cfg, run_dir, console, resume=resume, force=force,
-                                  setup_since=None if since is None else since + ray_init_s)
+                                  setup_since=None if since is None else since + ray_init_s, loaded=loaded,
+                                  preflight_s=preflight_s)
         if cfg.job == "centralized":
             from fedray.horizontal.centralized import run_centralized
 
@@ -104,13 +110,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     run_dir = _run_dir(cfg)
     if resume and not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"resume=true: {run_dir} holds no run to resume (set run_dir to an existing run)")
-    _preflight(cfg)
+    checked = time.perf_counter()
+    loaded = _preflight(cfg)
+    preflight_s = time.perf_counter() - checked
     fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir)
     console.print(f"run directory: {run_dir}")
     try:
-        execute(cfg, run_dir, console, resume=resume, since=since)
+        execute(cfg, run_dir, console, resume=resume, since=since, loaded=loaded, preflight_s=preflight_s)
     except BaseException:
         if fresh and not any((run_dir / p).exists() for p in ("checkpoints", "metrics.parquet")):
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: leave no half-written run behind

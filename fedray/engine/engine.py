@@ -196,7 +196,8 @@ def check_nesting(shapes_by_group: Mapping[int, Mapping[str, tuple[int, ...]]]) 
 class RoundEngine:
     """Coordinates a horizontal run: it never sees device data or private parameters, only encoded updates."""
 
-    def __init__(self, cfg: dict, run_dir: str, fleet_factory: FleetFactory):
+    def __init__(self, cfg: dict, run_dir: str, fleet_factory: FleetFactory,
+                 loaded: tuple[Task, Sequence[Any]] | None = None):
         self.plain = cfg
         self.cfg = from_plain(cfg)
         self.run_dir = Path(run_dir)
@@ -207,9 +208,12 @@ class RoundEngine:
         self.log: list[str] = []
         self.tier_names = [t.name for t in self.cfg.tiers]
         self.tier_latency = np.array([t.latency_ms / 1000 for t in self.cfg.tiers])
-        self.task = build_task(cfg["task"])
         started = time.perf_counter()
-        self.data = self.task.load(self.cfg.seed)
+        if loaded is None:
+            self.task = build_task(cfg["task"])
+            self.data = self.task.load(self.cfg.seed)
+        else:  # the task as `fedray run` loaded it to check the job: not read a second time
+            self.task, self.data = loaded
         self.load_s = time.perf_counter() - started
         self.shared = check_model(self.task)
         self.fleet: Fleet = fleet_factory(cfg, self.task, self.data, str(self.run_dir))

@@ -16,8 +16,8 @@ from fedray.horizontal.fleet import RayFleet
 class Driver(RoundEngine):
     """The round engine reaching its devices through device-host actors."""
 
-    def __init__(self, cfg: dict, run_dir: str):
-        super().__init__(cfg, run_dir, RayFleet)
+    def __init__(self, cfg: dict, run_dir: str, loaded: tuple[Any, Any] | None = None, hosts: list[Any] | None = None):
+        super().__init__(cfg, run_dir, lambda c, task, data, r: RayFleet(c, task, data, r, hosts), loaded)
 
 
 def driver_name(run_dir: str | Path) -> str:
@@ -25,9 +25,10 @@ def driver_name(run_dir: str | Path) -> str:
     return f"fedray-driver-{hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]}"
 
 
-def start_driver(cfg: dict, run_dir: str, num_cpus: float) -> Any:
+def start_driver(cfg: dict, run_dir: str, num_cpus: float, loaded: Any = None, hosts: list[Any] | None = None) -> Any:
     """The Driver actor for a run (an ActorHandle; its methods are the engine's), on the job's own node where it
-    fits: a device node that leaves mid-run then costs only its devices, never the run."""
+    fits: a device node that leaves mid-run then costs only its devices, never the run. `loaded` (an ObjectRef
+    of the loaded task and its data) and `hosts` (device hosts already started for the run) spare it both."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     return ray.remote(Driver).options(num_cpus=num_cpus, name=driver_name(run_dir),
-                                      scheduling_strategy=here).remote(cfg, run_dir)
+                                      scheduling_strategy=here).remote(cfg, run_dir, loaded, hosts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import ray
 
 from fedray import placement
@@ -50,12 +51,56 @@ def gather(calls: list[tuple[int, list[int], Any]], timeout_s: float) -> Arrival
     return out
 
 
-class RayFleet(Fleet):
-    """DeviceHost actors, each asking for its tier's resource, optionally in a placement group per tier."""
+def start_hosts(cfg: Mapping[str, Any], plans: Sequence[HostPlan], run_dir: str, shared_ref: Any) -> list[Any]:
+    """Create the device-host actors of a run's plans, each asking for its tier's resource (in a placement group
+    per tier when runtime.placement says so); `shared_ref` is the task's shared data in the object store (or None)."""
+    rt = cfg["runtime"]
+    by_tier: dict[str, list[HostPlan]] = {}
+    for p in plans:
+        by_tier.setdefault(p.tier["name"], []).append(p)
+    # Fail now, naming the resource, rather than leave device hosts pending forever on a cluster that cannot hold them.
+    check_tiers([t["name"] for t in cfg["tiers"]],
+                {name: len(ps) * rt["actor_cpus"] for name, ps in by_tier.items()}, rt["driver_cpus"])
+    handles: dict[int, Any] = {}
+    try:
+        for name, tier_plans in by_tier.items():
+            pg = (placement.reserve(run_dir, name, len(tier_plans), rt["actor_cpus"], rt["placement"],
+                                    rt["placement_timeout_s"]) if rt["placement"] != "default" else None)
+            for i, p in enumerate(tier_plans):
+                handles[p.index] = DeviceHost.options(
+                    num_cpus=rt["actor_cpus"], resources={tier_resource(name): TIER_REQUEST},
+                    max_restarts=rt["max_restarts"], max_task_retries=0,
+                    scheduling_strategy=placement.host_strategy(pg, i) if pg else None,
+                ).remote(dict(cfg), p.devices, dict(p.tier), p.index, run_dir, shared_ref)
+    except BaseException:  # a tier that cannot be placed: the hosts of the tiers before it go too
+        for handle in handles.values():
+            ray.kill(handle)
+        raise
+    return [handles[i] for i in range(len(plans))]
 
-    def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str):
+
+def put_shared(task: Task, data: Sequence[Any]) -> Any:
+    """The task's shared data put in the object store once (None when the task shares nothing)."""
+    shared = task.share(data)
+    return ray.put(shared) if shared is not None else None
+
+
+def cluster_slots() -> int:
+    """Host slots of the cluster: one per CPU it declares."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+class RayFleet(Fleet):
+    """DeviceHost actors, each asking for its tier's resource, optionally in a placement group per tier.
+
+    `hosts` are actors already started for exactly the plans start() will get (by `fedray run`, beside the
+    driver, so their processes start while the driver's does); without them start() creates the hosts itself.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], task: Task, data: Sequence[Any], run_dir: str,
+                 hosts: Sequence[Any] | None = None):
         self.cfg, self.run_dir, self.task, self.data = cfg, run_dir, task, data
-        self.hosts: list[Any] = []
+        self.hosts: list[Any] = list(hosts or [])
         self.departed: set[int] = set()
 
     def _live(self) -> list[Any]:
@@ -63,33 +108,18 @@ class RayFleet(Fleet):
         return [h for i, h in enumerate(self.hosts) if i not in self.departed]
 
     def host_slots(self) -> int:
-        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return cluster_slots()
 
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         started = time.perf_counter()
         rt = self.cfg["runtime"]
-        by_tier: dict[str, list[HostPlan]] = {}
-        for p in plans:
-            by_tier.setdefault(p.tier["name"], []).append(p)
-        # Fail now, naming the resource, rather than leave device hosts pending forever on a cluster that cannot hold them.
-        check_tiers([t["name"] for t in self.cfg["tiers"]],
-                    {name: len(ps) * rt["actor_cpus"] for name, ps in by_tier.items()}, rt["driver_cpus"])
-        shared = self.task.share(self.data)
-        shared_ref = ray.put(shared) if shared is not None else None  # once, for every host
-        handles: dict[int, Any] = {}
-        for name, tier_plans in by_tier.items():
-            pg = (placement.reserve(self.run_dir, name, len(tier_plans), rt["actor_cpus"], rt["placement"],
-                                    rt["placement_timeout_s"]) if rt["placement"] != "default" else None)
-            for i, p in enumerate(tier_plans):
-                handles[p.index] = DeviceHost.options(
-                    num_cpus=rt["actor_cpus"], resources={tier_resource(name): TIER_REQUEST},
-                    max_restarts=rt["max_restarts"], max_task_retries=0,
-                    scheduling_strategy=placement.host_strategy(pg, i) if pg else None,
-                ).remote(dict(self.cfg), p.devices, dict(p.tier), p.index, self.run_dir, shared_ref)
-        self.hosts = [handles[i] for i in range(len(plans))]
+        if not self.hosts:
+            self.hosts = start_hosts(self.cfg, plans, self.run_dir, put_shared(self.task, self.data))
         ray.get([h.ping.remote() for h in self.hosts], timeout=rt["round_timeout_s"])  # every host built its devices
         hosts_up = time.perf_counter()
         reports = ray.get([h.report.remote() for h in self.hosts], timeout=rt["round_timeout_s"])
+        if len(reports) != len(plans) or any(not np.array_equal(r.devices, p.devices) for r, p in zip(reports, plans)):
+            raise RuntimeError("the device hosts started for this run hold other devices than the driver planned")
         self.start_phases = {"host start": hosts_up - started, "reports": time.perf_counter() - hosts_up}
         return reports
 

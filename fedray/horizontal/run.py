@@ -5,6 +5,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 from omegaconf import DictConfig
@@ -31,6 +32,18 @@ def progress_status(records: list[RoundRecord], latest: dict[int, dict[str, floa
     return "  ".join(parts)
 
 
+def start_early(cfg: DictConfig, plain: dict, run_dir: Path, loaded: tuple[Any, Any]) -> tuple[Any, list[Any]]:
+    """The loaded task and data in the object store for the driver, and the device hosts started now, beside the
+    driver, for the plans it will make: their processes start while the driver's does, not after it."""
+    from fedray.engine.engine import host_plans
+    from fedray.horizontal.fleet import cluster_slots, put_shared, start_hosts
+
+    task, data = loaded
+    plans = host_plans(len(data), [dict(t) for t in plain["tiers"]], cfg.runtime.devices_per_actor, cfg.seed,
+                       cluster_slots())
+    return ray.put((task, data)), start_hosts(plain, plans, str(run_dir), put_shared(task, data))
+
+
 def setup_line(phases: dict[str, float], total_s: float | None) -> str:
     """How long set-up took: in all (from the command, without ray.init) when known, and by phase."""
     parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items())
@@ -38,12 +51,23 @@ def setup_line(phases: dict[str, float], total_s: float | None) -> str:
 
 
 def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = None, resume: bool = False,
-                   force: bool = False, setup_since: float | None = None) -> list[dict]:
+                   force: bool = False, setup_since: float | None = None, loaded: tuple[Any, Any] | None = None,
+                   preflight_s: float | None = None) -> list[dict]:
     """Run (or resume) every round of a horizontal job; returns the per-group summary rows. `setup_since` (a
-    perf_counter time) is when the command began, shifted by ray.init's duration, for the set-up line."""
+    perf_counter time) is when the command began, shifted by ray.init's duration, for the set-up line;
+    `loaded` is the (task, data) `fedray run` loaded to check the job, which the driver and hosts then reuse,
+    and `preflight_s` how long that check took."""
     console = console or Console()
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
-    driver = start_driver(to_plain(cfg), str(run_dir), cfg.runtime.driver_cpus)
+    plain = to_plain(cfg)
+    loaded_ref, hosts = None, None
+    try:
+        if loaded is not None:
+            loaded_ref, hosts = start_early(cfg, plain, run_dir, loaded)
+    except BaseException:
+        placement.release(run_dir, [t.name for t in cfg.tiers])
+        raise
+    driver = start_driver(plain, str(run_dir), cfg.runtime.driver_cpus, loaded_ref, hosts)
     try:
         try:
             info = ray.get(driver.setup.remote())
@@ -64,7 +88,8 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         if start is not None:
             console.print(f"resumed from the checkpoint of round {start}")
         start = start or 0
-        console.print(setup_line(info.phases, None if setup_since is None else time.perf_counter() - setup_since))
+        phases = {"preflight": preflight_s, **info.phases} if preflight_s is not None else info.phases
+        console.print(setup_line(phases, None if setup_since is None else time.perf_counter() - setup_since))
         with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
             bar = progress.add_task("rounds", total=cfg.train.rounds, completed=start, status="")
@@ -93,7 +118,9 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         plot_curves(records, Path(run_dir) / "curves.png")
         (Path(run_dir) / "summary.json").write_text(json.dumps(rows, indent=1))
         ray.get(driver.close.remote())
-    finally:  # the driver (its name frees for a resume) and the placement groups go, however the run ended
+    finally:  # the driver (its name frees for a resume), hosts and placement groups go, however the run ended
         ray.kill(driver)
+        for host in hosts or []:
+            ray.kill(host)
         placement.release(run_dir, [t.name for t in cfg.tiers])
     return rows
