@@ -18,7 +18,8 @@ Reported per size:
 
 The machine is shared with other sessions: timings are noisy; compare ratios within one run.
 Run: .venv/bin/python bench/scale.py [--sizes 1000 100000 1000000] [--rounds 6] [--hosts 2]
-(starts its own Ray: run it when no other Ray cluster is up on the machine).
+(starts its own Ray: run it when no other Ray cluster is up on the machine). With --in-process the same runs go
+through the round engine and the in-process fleet, without Ray: the core's own set-up, round and memory cost.
 """
 from __future__ import annotations
 
@@ -100,6 +101,39 @@ def run_size(n: int, rounds: int, hosts: int, participants: int, eval_users: int
             "total_rss_mb": max(d + h for d, h in zip(rss, hosts_rss)), "phases": info.phases}
 
 
+def run_size_in_process(n: int, rounds: int, hosts: int, participants: int, eval_users: int, run_dir: Path) -> dict:
+    """The same run through the round engine and the in-process fleet (no Ray): the core's own cost at n devices.
+    Memory is this process's peak RSS (driver and hosts in one; sizes run in ascending order)."""
+    import resource
+
+    import torch
+
+    from fedray.config import load_config, to_plain
+    from fedray.engine.engine import RoundEngine
+    from fedray.engine.fleet import InProcessFleet
+
+    torch.set_num_threads(1)  # as in every device host
+    overrides = [f"data.synthetic.n_users={n}", f"train.participants={participants}", f"train.rounds={rounds}",
+                 "train.eval_every=1000000", f"train.eval_users={eval_users}", "checkpoint.every=0",
+                 f"runtime.devices_per_actor={-(-n // hosts)}", f"run_dir={run_dir}"]
+    cfg = load_config(ROOT / "conf/default.yaml", overrides)
+    t0 = time.perf_counter()
+    engine = RoundEngine(to_plain(cfg), str(run_dir), InProcessFleet)
+    info = engine.setup()
+    setup_s = time.perf_counter() - t0
+    rss = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    walls, participants_seen = [], []
+    for _ in range(rounds):
+        recs = engine.run_round()
+        walls.append(recs[0].wall_s)
+        participants_seen.append(sum(r.participants for r in recs))
+        rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"devices": n, "hosts": info.hosts, "per_round": int(np.median(participants_seen)),
+            "setup_s": setup_s, "round_s": float(np.median(walls[1:-1] if rounds > 2 else walls)),
+            "first_round_s": walls[0], "last_round_s": walls[-1], "driver_rss_mb": max(rss),
+            "driver_rss_setup_mb": rss[0], "hosts_rss_mb": 0.0, "total_rss_mb": max(rss), "phases": info.phases}
+
+
 def table(rows: list[dict]) -> str:
     """Sizes as rows: set-up and its phases, round times (and the ratio to the first size's), memory."""
     head = (f"{'devices':>9} {'hosts':>5} {'per round':>9} {'setup s':>8} {'load':>6} {'hosts':>6} {'reports':>7} "
@@ -124,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-users", type=int, default=100)
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench/out/scale"))
+    ap.add_argument("--in-process", action="store_true",
+                    help="the round engine with the in-process fleet (no Ray): driver and hosts in this process")
     args = ap.parse_args(argv)
+    if args.in_process:
+        out = Path(args.out)
+        rows = [run_size_in_process(n, args.rounds, args.hosts, args.participants, args.eval_users, out / f"n{n}")
+                for n in args.sizes]
+        print(f"\nfedray scale, in process (no Ray; 'driver MB' is the one process): default job, {args.participants} "
+              f"devices per round, {args.rounds} rounds, one torch thread (a shared machine: timings are noisy)")
+        print(table(rows))
+        return 0
 
     import ray
 
