@@ -113,8 +113,9 @@ class RayFleet(Fleet):
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         started = time.perf_counter()
         rt = self.cfg["runtime"]
-        if not self.hosts:
-            self.hosts = start_hosts(self.cfg, plans, self.run_dir, put_shared(self.task, self.data))
+        if not self.hosts:  # the shared data stays referenced for the run: a restarted host is built from it again
+            self.shared_ref = put_shared(self.task, self.data)
+            self.hosts = start_hosts(self.cfg, plans, self.run_dir, self.shared_ref)
         ray.get([h.ping.remote() for h in self.hosts], timeout=rt["round_timeout_s"])  # every host built its devices
         hosts_up = time.perf_counter()
         reports = ray.get([h.report.remote() for h in self.hosts], timeout=rt["round_timeout_s"])

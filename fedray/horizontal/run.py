@@ -32,16 +32,18 @@ def progress_status(records: list[RoundRecord], latest: dict[int, dict[str, floa
     return "  ".join(parts)
 
 
-def start_early(cfg: DictConfig, plain: dict, run_dir: Path, loaded: tuple[Any, Any]) -> tuple[Any, list[Any]]:
-    """The loaded task and data in the object store for the driver, and the device hosts started now, beside the
-    driver, for the plans it will make: their processes start while the driver's does, not after it."""
+def start_early(cfg: DictConfig, plain: dict, run_dir: Path, loaded: tuple[Any, Any]) -> tuple[Any, Any, list[Any]]:
+    """The loaded task and data in the object store for the driver, the hosts' shared data there (held for the
+    run: a restarted host is built from it again), and the device hosts started now, beside the driver, for the
+    plans it will make: their processes start while the driver's does, not after it."""
     from fedray.engine.engine import host_plans
     from fedray.horizontal.fleet import cluster_slots, put_shared, start_hosts
 
     task, data = loaded
     plans = host_plans(len(data), [dict(t) for t in plain["tiers"]], cfg.runtime.devices_per_actor, cfg.seed,
                        cluster_slots())
-    return ray.put((task, data)), start_hosts(plain, plans, str(run_dir), put_shared(task, data))
+    shared_ref = put_shared(task, data)
+    return ray.put((task, data)), shared_ref, start_hosts(plain, plans, str(run_dir), shared_ref)
 
 
 def setup_line(phases: dict[str, float], total_s: float | None) -> str:
@@ -60,17 +62,19 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
     console = console or Console()
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
     plain = to_plain(cfg)
-    loaded_ref, hosts = None, None
+    loaded_ref, shared_ref, hosts = None, None, None
     try:
         if loaded is not None:
-            loaded_ref, hosts = start_early(cfg, plain, run_dir, loaded)
+            loaded_ref, shared_ref, hosts = start_early(cfg, plain, run_dir, loaded)
     except BaseException:
         placement.release(run_dir, [t.name for t in cfg.tiers])
         raise
+    driver_at = time.perf_counter()
     driver = start_driver(plain, str(run_dir), cfg.runtime.driver_cpus, loaded_ref, hosts)
     try:
         try:
             info = ray.get(driver.setup.remote())
+            setup_done = time.perf_counter()
         except ray.exceptions.RayTaskError as e:
             if isinstance(e.cause, ClusterError):  # the fleet's capacity check: surface its message, not a traceback
                 raise e.cause from None
@@ -88,7 +92,9 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         if start is not None:
             console.print(f"resumed from the checkpoint of round {start}")
         start = start or 0
-        phases = {"preflight": preflight_s, **info.phases} if preflight_s is not None else info.phases
+        # the driver's process start and imports: what its set-up call took beyond the phases it measured
+        started = {"driver start": max(0.0, setup_done - driver_at - sum(info.phases.values()))}
+        phases = {**({"preflight": preflight_s} if preflight_s is not None else {}), **started, **info.phases}
         console.print(setup_line(phases, None if setup_since is None else time.perf_counter() - setup_since))
         with Progress(TextColumn("[bold blue]round"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
