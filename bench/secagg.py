@@ -50,6 +50,8 @@ SECURE = ["privacy.secure_aggregation=true", "compression.mode=dense"]
 SETTINGS: list[tuple[str, list[str]]] = [
     ("no privacy (dense ternary)", ["compression.mode=dense"]),
     ("secure aggregation", SECURE),
+    *[(f"secure aggregation + distributed DP, eps {eps:g}",  # noise calibrated to spend eps over the run's rounds
+       [*SECURE, "privacy.dp=distributed", f"privacy.epsilon={eps:g}"]) for eps in (8, 4, 1)],
 ]
 
 WORKLOADS = {  # name -> (config, metric column, label, overrides that bound its runtime)

@@ -452,9 +452,9 @@ def validate_dp(cfg: DictConfig) -> list[str]:
     if p.dp == "distributed" and not OmegaConf.select(cfg, "privacy.secure_aggregation", default=False):
         errors.append("privacy.dp=distributed: devices add noise before masking, which needs "
                       "privacy.secure_aggregation=true; without it use privacy.dp=central")
-    elif OmegaConf.select(cfg, "privacy.secure_aggregation", default=False):
-        errors.append(f"privacy.dp={p.dp} with privacy.secure_aggregation=true: noise on the masked sum is not wired "
-                      "into the rounds yet, so no DP would be given; use privacy.dp=central without secure aggregation")
+    elif OmegaConf.select(cfg, "privacy.secure_aggregation", default=False) and p.weight_levels != 1:
+        errors.append(f"privacy.weight_levels={p.weight_levels} under privacy.dp: weights enter the sensitivity; "
+                      "DP sums every device's update with weight 1 (set privacy.weight_levels=1)")
     if cfg.strategy.name in NEEDS_INDIVIDUAL_UPDATES:
         errors.append(f"strategy.name={cfg.strategy.name!r} under privacy.dp: it needs each device's update, and DP "
                       "releases only the noised mean; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad")
@@ -480,9 +480,6 @@ def validate_secure_aggregation(cfg: DictConfig) -> list[str]:
     if cfg.faults.corrupt:
         errors.append(f"faults.corrupt={cfg.faults.corrupt} under privacy.secure_aggregation: a masked vector "
                       "damaged in transit cannot be detected and would corrupt the sum")
-    if cfg.privacy.dp != "none":
-        errors.append(f"privacy.dp={cfg.privacy.dp} with privacy.secure_aggregation: the secure round does not add DP "
-                      "noise yet (its summed trits are not bounded by privacy.clip); use one or the other")
     return errors
 
 

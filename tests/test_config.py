@@ -122,8 +122,7 @@ def test_secure_aggregation_refuses_what_it_cannot_hide_or_sum():
                           ("faults.corrupt=0.1", "cannot be detected"),
                           ("privacy.neighbours=0", "privacy.neighbours=0: must be >= 1"),
                           ("privacy.clip=0", "privacy.clip=0"),
-                          ("privacy.threshold=1.2", "must be > 0.5 and <= 1.0"),
-                          ("privacy.dp=central", "does not add DP noise yet")]:
+                          ("privacy.threshold=1.2", "must be > 0.5 and <= 1.0")]:
         with pytest.raises(ConfigError, match=re.escape(why)):
             load_config(None, [*base, override])
     assert load_config(None, ["compression.mode=rows"]).compression.mode == "rows"  # fine without secure aggregation

@@ -439,8 +439,21 @@ class RoundEngine:
         secure = None
         if self.cfg.privacy.secure_aggregation:
             secure = SecureRound(float(self.cfg.privacy.clip), tuple(float(s) for s in self._scales(g)),
-                                 {int(d): int(self.secure_weight[d]) for d in plan.devices})
+                                 {int(d): int(self.secure_weight[d]) for d in plan.devices}, **self._secure_dp(g, plan))
         return plan, TrainOrder(g.gid, round_, g.width, model, plan.config, by_host, secure)
+
+    def _secure_dp(self, g: Group, plan: RoundPlan) -> dict[str, Any]:
+        """DP instructions of a secure round: cap the trits at the clip bound; in distributed mode each device's
+        share of integer noise (z * clip in float units once summed over the fewest survivors unmasked)."""
+        p = self.cfg.privacy
+        if not self.dp_on:
+            return {}
+        out: dict[str, Any] = {"dp_bound": float(p.clip)}
+        if p.dp == "distributed":
+            stds = dp.integer_noise_stds(g.noise_multiplier, p.clip, self._scales(g))
+            out.update(noise_stds=tuple(float(s) for s in stds), noise_kind=p.noise,
+                       noise_shares=dp.noise_shares(len(plan.devices), p.threshold))
+        return out
 
     def _scales(self, g: Group) -> np.ndarray:
         """The common per-tensor ternary scales of a group's secure rounds, derived from the clip bound."""
@@ -518,7 +531,8 @@ class RoundEngine:
         cfg, t, p = self.cfg, self.cfg.train, self.cfg.privacy
         arrivals: Arrivals = self.fleet.collect(handle, cfg.runtime.round_timeout_s)
         crashed |= arrivals.crashed
-        k = selection.participant_count(t.participants, int((~self.host_dead[self.host_of[g.devices]]).sum()))
+        alive = int((~self.host_dead[self.host_of[g.devices]]).sum())
+        k = len(plan.devices) if self.dp_on else selection.participant_count(t.participants, alive)
         ok = admit(arrivals.results, {int(d) for d in plan.devices}, validate.HEADER_SLACK, self.log, round_)
         keyed = [u for u in ok.updates if u.advert is not None and u.advert.device == u.device]
         if len(keyed) < len(ok.updates):
@@ -529,7 +543,7 @@ class RoundEngine:
         shapes = [g.params[n].shape for n in names]
         length = sum(v.size for v in g.params.values())
         devices = np.array([u.device for u in ok.updates], np.int64)
-        bits = quantize.modulus_bits(int(self.secure_weight[devices].sum()))
+        bits = quantize.modulus_bits(int(self.secure_weight[devices].sum()), self._noise_room(g, plan))
         masked_bytes = packing.packed_size(length, bits)
         times = arrival_times(ok.updates, self.profiles[devices], self.tier_latency[self.tier_of[devices]], down,
                               np.full(len(ok.updates), float(masked_bytes)))
@@ -550,7 +564,14 @@ class RoundEngine:
             self.log.append(str(e))
             ok.reasons["secagg_aborted"] = 1
         applied = len(survivors) >= max(t.min_updates, g.strategy.required_updates())
-        if applied:
+        if applied and self.dp_on:  # sum * scales (+ central noise) over the expected participant count
+            summed = quantize.mean_update(total, 1, self._scales(g), shapes)
+            if p.dp == "central":
+                summed = [s + self.noise_rng.normal(0.0, g.noise_multiplier * p.clip, s.shape) for s in summed]
+            mean = [(s / (g.sampling_rate * alive)).astype(np.float32) for s in summed]
+            g.params = g.strategy.aggregate(round_, g.params, [dict(zip(names, mean))], [1.0])
+            g.accountant.spend(g.sampling_rate, g.noise_multiplier)
+        elif applied:
             weight = int(self.secure_weight[survivors].sum())
             mean = quantize.mean_update(total, weight, self._scales(g), shapes)
             g.params = g.strategy.aggregate(round_, g.params, [dict(zip(names, mean))], [1.0])
@@ -566,7 +587,19 @@ class RoundEngine:
             bytes_down=float(down * len(plan.devices)), bytes_up_float32=float(4 * length * len(joined)),
             bits_per_element=8 * masked_bytes / max(1, length),
             train_loss=float(np.average(losses, weights=[u.samples for u in kept])) if losses else float("nan"),
-            sim_round_s=sim_round, sim_time_s=g.clock.now)
+            sim_round_s=sim_round, sim_time_s=g.clock.now,
+            epsilon=g.accountant.epsilon() if self.dp_on else math.nan,
+            noise_multiplier=g.noise_multiplier if self.dp_on and applied else 0.0,
+            sampling_rate=g.sampling_rate if self.dp_on else 0.0)
+
+    def _noise_room(self, g: Group, plan: RoundPlan) -> int:
+        """Distributed DP: the integer magnitude the summed noise stays within, at most every selected device's
+        share summed (variance selected / shares times the target)."""
+        instructions = self._secure_dp(g, plan)
+        if not instructions.get("noise_stds"):
+            return 0
+        spread = math.sqrt(len(plan.devices) / instructions["noise_shares"])
+        return dp.noise_room(max(instructions["noise_stds"]) * spread)
 
     def _phase(self, phase: str, messages: Mapping[int, Any], crashed: set[int], dropped: list[int]) -> dict[int, Any]:
         """Send one phase's messages to the devices' hosts; the replies of the devices that answered (the count of

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fedray.privacy import quantize
+from fedray.privacy import dp, quantize
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,10 @@ class SecureRound:
     clip: float
     scales: tuple[float, ...]
     weights: Mapping[int, int]
+    dp_bound: float | None = None  # DP: trits capped so that scale * trits has L2 norm <= this (the sensitivity)
+    noise_stds: tuple[float, ...] = ()  # distributed DP: per tensor, the std of the summed integer noise
+    noise_shares: int = 1  # distributed DP: each device adds 1/noise_shares of that variance
+    noise_kind: str = "skellam"
 
 
 def secure_input(update: Sequence[np.ndarray], residual: list[np.ndarray] | None, error_feedback: bool,
@@ -29,8 +33,15 @@ def secure_input(update: Sequence[np.ndarray], residual: list[np.ndarray] | None
     clipped, _ = quantize.clip_l2(x, plan.clip)
     scales = np.asarray(plan.scales, np.float32)
     trits = quantize.ternarize(clipped, scales, rng)
+    sizes = [c.size for c in clipped]
+    if plan.dp_bound is not None:  # what is summed is scale * trits: bound its norm, not the float update's
+        parts = np.split(trits, np.cumsum(sizes)[:-1]) if sizes else []
+        trits = np.concatenate(dp.cap_trits(parts, plan.scales, plan.dp_bound, rng)).astype(np.int8)
     new_residual = None
     if error_feedback:
         sent = quantize.dequantize(trits, scales, [c.size for c in clipped])
         new_residual = [(c - s.reshape(c.shape)).astype(np.float32) for c, s in zip(clipped, sent)]
-    return int(weight) * trits.astype(np.int64), new_residual
+    values = int(weight) * trits.astype(np.int64)
+    if plan.noise_stds:  # distributed DP: integer noise from fresh entropy, added before masking
+        values = values + dp.secure_noise(sizes, plan.noise_stds, plan.noise_shares, plan.noise_kind, dp.fresh_rng())
+    return values, new_residual
