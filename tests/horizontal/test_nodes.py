@@ -1,0 +1,122 @@
+"""Node faults on a real two-node `ray start` cluster (tests/clusters.py): a worker node that leaves mid-run, and
+a head stopped and restarted between a run and its resume.
+
+The head declares tier `default`, the worker tier `edge`, and each tier's device host runs on its tier's node.
+The node-leaving job is submitted through the job server, so its entrypoint and driver actor run on the head
+as on a real cluster (a process on this machine connecting with `runtime.address` may attach to either
+raylet, both being on 127.0.0.1).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from clusters import BIN, TwoNodeCluster
+from fedray.checkpoint import table_to_arrays
+from fedray.config import load_config, to_plain
+from fedray.engine.engine import RoundEngine
+from fedray.engine.fleet import InProcessFleet
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = str(ROOT / "conf/default.yaml")
+TWO_TIERS = "tiers=[{name: default, share: 0.5}, {name: edge, share: 0.5}]"
+JOB = ["data.synthetic.n_users=60", "data.synthetic.n_items=200", "train.participants=8", "train.eval_every=2",
+       "runtime.devices_per_actor=30", "runtime.max_restarts=1", "checkpoint.every=1", "checkpoint.keep=10"]
+
+
+@pytest.fixture
+def cluster(own_cluster):
+    c = TwoNodeCluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def launch(cluster: TwoNodeCluster, run: Path, *overrides: str) -> subprocess.Popen:
+    """`fedray run` as a process on this machine, connected to the cluster."""
+    return subprocess.Popen([sys.executable, "-m", "fedray.cli", "run", DEFAULT, TWO_TIERS, *JOB, f"run_dir={run}",
+                             f"runtime.address=127.0.0.1:{cluster.base}", *overrides], cwd=ROOT, env=cluster.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(run: Path, round_: int, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.time() + timeout_s
+    while not (run / "checkpoints" / f"ckpt-{round_:08d}").is_dir():
+        assert proc.poll() is None, f"the run ended before round {round_}:\n{proc.stdout.read()[-3000:]}"
+        assert time.time() < deadline, f"no checkpoint of round {round_} after {timeout_s} s"
+        time.sleep(0.1)
+
+
+def comparable(run: Path) -> dict[str, bytes | list]:
+    """The final model, every device file and every metrics column but wall time: numbers as their bytes."""
+    arrays = {f"model/{k}": v for k, v in table_to_arrays(pq.read_table(run / "models/group-0.parquet")).items()}
+    for f in sorted((run / "devices").glob("*.parquet")):
+        arrays.update({f"{f.name}/{k}": v for k, v in table_to_arrays(pq.read_table(f)).items()})
+    metrics = pq.read_table(run / "metrics.parquet")
+    arrays.update({f"metrics/{c}": metrics.column(c).to_numpy(zero_copy_only=False)
+                   for c in metrics.column_names if c != "wall_s"})
+    return {k: (str(v.dtype), v.tobytes()) if v.dtype.kind in "biuf" else v.tolist() for k, v in arrays.items()}
+
+
+def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([str(BIN / "fedray"), "submit", "conf/default.yaml", TWO_TIERS, *JOB,
+                             "train.rounds=6", "runtime.round_timeout_s=20", f"run_dir={run}",
+                             "--address", cluster.address, "--follow"], cwd=ROOT, env=cluster.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_checkpoint(run, 2, proc)
+    cluster.stop("worker")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "SUCCEEDED" in out, out[-4000:]
+
+    grouping = pq.read_table(run / "grouping.parquet").to_pylist()
+    edge = [d for d in grouping if d["tier"] == "edge"]
+    edge_hosts, edge_nodes = {d["host"] for d in edge}, {d["node"] for d in edge}
+    assert len(edge_hosts) == 1 and len(edge_nodes) == 1
+    assert all(d["node"] not in edge_nodes for d in grouping if d["tier"] == "default")
+    host = edge_hosts.pop()
+    assert f"device host {host} is gone for good; its {len(edge)} devices leave" in " ".join(out.split())
+    metrics = pq.read_table(run / "metrics.parquet").to_pylist()
+    assert [m["round"] for m in metrics] == list(range(6))  # every round ran: the run lost devices, not rounds
+    assert all(m["applied"] for m in metrics) and all(m["restarts"] == 0 for m in metrics)
+    # the default tier's host stayed up: only the rounds around the departure lost updates
+    assert sum(m["failures"] for m in metrics) <= len(edge)
+    assert metrics[-1]["failures"] == 0 and metrics[-1]["participants"] == 8
+    assert not (run / "devices" / f"host-{host:04d}.parquet").exists()  # the departed host wrote nothing at the end
+    assert (run / "devices" / f"host-{1 - host:04d}.parquet").is_file()
+
+
+def test_restarting_the_head_then_resuming_from_shared_storage_is_bit_exact(cluster, tmp_path):
+    reference = tmp_path / "reference"  # uninterrupted, in-process: the fleets agree bit for bit (test_fleet.py)
+    cfg = to_plain(load_config(DEFAULT, [TWO_TIERS, *JOB, "train.rounds=6"]))
+    engine = RoundEngine(cfg, str(reference), InProcessFleet)
+    engine.setup()
+    for _ in range(6):
+        engine.run_round()
+    engine.finish()
+
+    run = tmp_path / "run"
+    proc = launch(cluster, run, "train.rounds=6")
+    wait_for_checkpoint(run, 3, proc)
+    cluster.stop("head")  # the job loses its cluster mid-run
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not (run / "models").exists()
+    cluster.stop("worker")  # without the head's GCS the worker cannot rejoin a new one: both come back
+    cluster.start()
+
+    resumed = subprocess.run([sys.executable, "-m", "fedray.cli", "resume", str(run),
+                              f"runtime.address=127.0.0.1:{cluster.base}"], cwd=ROOT, env=cluster.env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    start = int(" ".join(resumed.stdout.split()).split("resumed from the checkpoint of round ")[1].split()[0])
+    assert start >= 3
+    a, b = comparable(run), comparable(reference)
+    assert a.keys() == b.keys()
+    assert [key for key in a if a[key] != b[key]] == []
