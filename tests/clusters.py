@@ -18,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -147,3 +149,15 @@ class TwoNodeCluster:
 
     def fedray(self, *args: str, env: dict | None = None, timeout: float = 150) -> subprocess.CompletedProcess:
         return self.run([str(BIN / "fedray"), *args], env=env, timeout=timeout)
+
+
+@contextmanager
+def two_node_cluster() -> Iterator[TwoNodeCluster]:
+    """A started two-node cluster, every process of it stopped on exit."""
+    c = TwoNodeCluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+    assert not c.processes(), "the test cluster left processes behind"

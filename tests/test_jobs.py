@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from clusters import BIN, TwoNodeCluster
+from clusters import BIN, two_node_cluster
 from fedray import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,13 +78,8 @@ def cluster():
     import ray
 
     ray.shutdown()  # the session's shared cluster first: one Ray cluster at a time
-    c = TwoNodeCluster()
-    try:
-        c.start()
+    with two_node_cluster() as c:
         yield c
-    finally:
-        c.stop()
-    assert not c.processes(), "the test cluster left processes behind"
 
 
 def _artifacts(run: Path, rounds: int) -> None:

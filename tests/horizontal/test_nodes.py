@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from clusters import BIN, TwoNodeCluster
+from clusters import BIN, TwoNodeCluster, two_node_cluster
 from fedray.checkpoint import table_to_arrays
 from fedray.config import load_config, to_plain
 from fedray.engine.engine import RoundEngine
@@ -31,12 +31,8 @@ JOB = ["data.synthetic.n_users=60", "data.synthetic.n_items=200", "train.partici
 
 @pytest.fixture
 def cluster(own_cluster):
-    c = TwoNodeCluster()
-    try:
-        c.start()
+    with two_node_cluster() as c:
         yield c
-    finally:
-        c.stop()
 
 
 def launch(cluster: TwoNodeCluster, run: Path, *overrides: str) -> subprocess.Popen:
