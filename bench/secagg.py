@@ -45,8 +45,7 @@ ML_ELEMENTS = 9066 * 32 + 9066
 KEY_BYTES = 64  # two X25519 public keys
 SECURE = ["privacy.secure_aggregation=true", "compression.mode=dense"]
 
-# Quality rows: (label, overrides). The DP helper appends "secure aggregation + DP at eps" rows here, e.g.
-# ("secure aggregation + DP eps=8", [*SECURE, "privacy.dp=distributed", "privacy.target_epsilon=8", ...]).
+# Quality rows: (label, overrides).
 SETTINGS: list[tuple[str, list[str]]] = [
     ("no privacy (dense ternary)", ["compression.mode=dense"]),
     ("secure aggregation", SECURE),
