@@ -30,7 +30,8 @@ from flwr.serverapp.strategy import FedAvg, FedAvgM
 from flwr.simulation import run_simulation
 
 from fedray.core import selection
-from fedray.engine.engine import evaluation_devices, initial_params, weighted_metrics
+from fedray.engine.devices import initial_params
+from fedray.engine.engine import evaluation_devices, weighted_metrics
 from fedray.engine.streams import Stream, stream, torch_seed
 from fedray.tasks import EvalContext, Evaluation, Task, TrainContext, build_task, check_model
 

@@ -1,7 +1,7 @@
 """Framework overhead: fedray's round time, set-up and whole process against the same rounds in a plain loop.
 
 Run: .venv/bin/python bench/overhead.py [--rounds 20] [--e2e-rounds 30] [--repeats 3] [--config conf/movielens.yaml ...]
-                                        [key=value ...]
+                                        [--setup-only] [key=value ...]
 Each workload (by default MovieLens, conf/movielens.yaml: 671 devices, 64 per round, 10 local steps, ternary
 updates; and the digits CNN, conf/digits_cnn.yaml) runs the same per-round work on both sides: select, train
 each participant, encode, decode, fuse, server step. The plain loop calls fedray's pure core directly
@@ -15,7 +15,8 @@ End to end (the first workload only): the whole process of `fedray run` for --e2
 hosts, evaluation of every device after the last round) against a process running the plain loop for the
 same rounds and the same final evaluation, each timed from launch to exit, --repeats times each, medians;
 and fedray's set-up as `fedray run` prints it (from the command to the first round, without ray.init), by
-phase. The machine is shared with other sessions: timings are noisy, so read the ratios taken in one run.
+phase. `--setup-only` times only that set-up: --repeats processes of `fedray run` for one round each.
+The machine is shared with other sessions: timings are noisy, so read the ratios taken in one run.
 """
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ sys.path.insert(0, str(ROOT))
 from fedray.cli import main as fedray_main  # noqa: E402
 from fedray.config import load_config, to_plain  # noqa: E402
 from fedray.core import selection  # noqa: E402
-from fedray.engine.devices import Devices, decode_update  # noqa: E402
-from fedray.engine.engine import initial_params  # noqa: E402
+from fedray.engine.devices import Devices, decode_update, initial_params  # noqa: E402
 from fedray.engine.streams import Stream, stream  # noqa: E402
 from fedray.strategies import build_strategy  # noqa: E402
 from fedray.tasks import build_task, check_model  # noqa: E402
@@ -108,9 +108,7 @@ def whole_processes(conf: Path, rounds: int, extra: list[str], tmp: Path, index:
                    check=True, env=env, stdout=subprocess.DEVNULL)
     plain_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", "import sys; from fedray.cli import main; sys.exit(main())", "run",
-                          str(conf), f"train.rounds={rounds}", f"train.eval_every={rounds}", "checkpoint.every=0", *extra,
-                          f"run_dir={tmp / f'e2e-{index}'}"], check=True, env=env, capture_output=True, text=True).stdout
+    out = fedray_process(conf, rounds, extra, tmp / f"e2e-{index}")
     fedray_s = time.perf_counter() - t0
     return plain_s, fedray_s, setup_phases(out)
 
@@ -127,11 +125,42 @@ def setup_phases(output: str) -> dict[str, float]:
     return phases
 
 
-def end_to_end(conf: Path, rounds: int, repeats: int, extra: list[str]) -> None:
-    """Print whole-process medians of both sides, their ratio, and fedray's set-up by phase."""
-    plain, fedray, setups = [], [], []
+def fedray_process(conf: Path, rounds: int, extra: list[str], run_dir: Path) -> str:
+    """`fedray run` in a process of its own (as a user starts it) for `rounds` rounds; its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "240"}
+    return subprocess.run([sys.executable, "-c", "import sys; from fedray.cli import main; sys.exit(main())", "run",
+                           str(conf), f"train.rounds={rounds}", f"train.eval_every={rounds}", "checkpoint.every=0",
+                           *extra, f"run_dir={run_dir}"], check=True, env=env, capture_output=True, text=True).stdout
+
+
+def print_setup(setups: list[dict[str, float]], loads: list[float]) -> None:
+    """fedray's set-up by phase: median, min and max over the processes, with the load average they ran under."""
+    print(f"\nfedray set-up, from `fedray run` to the first round without ray.init (median of {len(setups)}; "
+          f"1-minute load average {min(loads):.1f} to {max(loads):.1f}, {os.cpu_count()} CPUs)")
+    head = f"{'phase':<34}{'median s':>10}{'min':>8}{'max':>8}"
+    print(head)
+    print("-" * len(head))
+    for name in setups[0]:
+        ts = [s[name] for s in setups]
+        print(f"{name:<34}{statistics.median(ts):>10.2f}{min(ts):>8.2f}{max(ts):>8.2f}")
+
+
+def setup_only(conf: Path, repeats: int, extra: list[str]) -> None:
+    """Print fedray's set-up by phase over `repeats` processes of `fedray run` for one round each."""
+    setups, loads = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(repeats):
+            loads.append(os.getloadavg()[0])
+            setups.append(setup_phases(fedray_process(conf, 1, extra, Path(tmp) / f"setup-{index}")))
+    print_setup(setups, loads)
+
+
+def end_to_end(conf: Path, rounds: int, repeats: int, extra: list[str]) -> None:
+    """Print whole-process medians of both sides, their ratio, and fedray's set-up by phase."""
+    plain, fedray, setups, loads = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(repeats):
+            loads.append(os.getloadavg()[0])
             p, f, phases = whole_processes(conf, rounds, extra, Path(tmp), index)
             plain.append(p)
             fedray.append(f)
@@ -144,13 +173,7 @@ def end_to_end(conf: Path, rounds: int, repeats: int, extra: list[str]) -> None:
     base = statistics.median(plain)
     for name, ts in (("plain loop, 1 process", plain), ("fedray run, default hosts", fedray)):
         print(f"{name:<34}{statistics.median(ts):>10.2f}{min(ts):>8.2f}{max(ts):>8.2f}{statistics.median(ts) / base:>9.2f}x")
-    print(f"\nfedray set-up, from `fedray run` to the first round without ray.init (median of {repeats})")
-    head = f"{'phase':<34}{'median s':>10}{'min':>8}{'max':>8}"
-    print(head)
-    print("-" * len(head))
-    for name in setups[0]:
-        ts = [s[name] for s in setups]
-        print(f"{name:<34}{statistics.median(ts):>10.2f}{min(ts):>8.2f}{max(ts):>8.2f}")
+    print_setup(setups, loads)
 
 
 def fedray_rounds(conf: Path, rounds: int, per_actor: int | None, tmp: Path, extra: list[str]) -> list[float]:
@@ -171,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--e2e-rounds", type=int, default=30, help="rounds of the whole-process comparison (0: skip it)")
     ap.add_argument("--repeats", type=int, default=3, help="whole processes timed on each side")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="only fedray's set-up by phase: --repeats processes of `fedray run` for one round each")
     ap.add_argument("--plain-process", nargs=2, metavar=("CONFIG", "ROUNDS"), help=argparse.SUPPRESS)
     ap.add_argument("--config", action="append", type=Path, help="a job config to measure (repeatable)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides for both sides")
@@ -179,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         run = plain_run(Path(args.plain_process[0]), int(args.plain_process[1]), args.overrides)
         n = len(run.devices.device_ids)  # every device scored after the last round, as fedray's run does
         run.devices.evaluate(range(n), [0] * n, {0: run.params}, {0: 1.0}, run.rounds - 1)
+        return
+    if args.setup_only:
+        setup_only((args.config or CONFIGS)[0], args.repeats, args.overrides)
         return
     if 0 < args.rounds < 4:
         raise SystemExit("--rounds must be 0 (skip round times) or at least 4 (first and last rounds are not timed)")

@@ -24,7 +24,7 @@ def _run_dir(cfg) -> Path:
 
 def _preflight(cfg) -> tuple | None:
     """Read the job's input once before anything is created, so bad data stops the run with exit code 2; a
-    horizontal job's loaded (task, data), which the run then reuses."""
+    horizontal job's loaded (task, data, facts), which the run then reuses."""
     loaded = None
     if cfg.job == "vertical":
         from fedray.data.vertical import check_party_files
@@ -46,10 +46,10 @@ def _preflight(cfg) -> tuple | None:
 
 def check_horizontal(plain: dict) -> tuple:
     """Build the task, load its data, check its model and strategy: a bad target stops here, before Ray starts.
-    Returns the loaded (task, data)."""
+    Returns the loaded (task, data) and the task's facts (what the Ray driver needs instead of the task)."""
     from fedray.data import DataError
     from fedray.strategies import build_strategy
-    from fedray.tasks import TaskError, build_task, check_model
+    from fedray.tasks import TaskError, build_task, task_facts
 
     task = build_task(plain["task"])
     name = type(task).__name__
@@ -62,20 +62,20 @@ def check_horizontal(plain: dict) -> tuple:
     if len(data) == 0:
         raise TaskError(f"task.target={plain['task']['target']!r}: {name}.load(seed) returned no devices")
     try:
-        check_model(task)
+        facts = task_facts(task, data)
     except TaskError:
         raise
     except Exception as e:
         raise TaskError(f"task.target={plain['task']['target']!r}: {name}.model(1.0) raised {type(e).__name__}: {e}") from None
     s = plain["strategy"]
     build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or task.server_lr})
-    return task, data
+    return task, data, facts
 
 
 def execute(cfg, run_dir: Path, console: Console, resume: bool = False, force: bool = False,
             since: float | None = None, loaded: tuple | None = None, preflight_s: float | None = None) -> object:
     """Start or join Ray and run the configured job in run_dir; `since` (a perf_counter time) is when the command
-    began, for the set-up time a horizontal run reports; `loaded` the preflight's (task, data), reused."""
+    began, for the set-up time a horizontal run reports; `loaded` the preflight's (task, data, facts), reused."""
     from fedray import runtime
 
     init_at = time.perf_counter()

@@ -7,12 +7,11 @@ the shared parameters); private parameters and the error-feedback residual stay 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import warnings
 
 import numpy as np
-import torch
 
 from fedray.core import rawcodec, ternary
 from fedray.core.grouping import draw_profiles
@@ -21,6 +20,9 @@ from fedray.privacy.rounds import SecureRound, secure_input
 from fedray.privacy.secagg import KeyAdvert, ProtocolViolation, SecAggClient
 from fedray.strategies.base import DeviceConfig
 from fedray.tasks.base import EvalContext, Evaluation, Task, TrainContext
+
+if TYPE_CHECKING:  # torch is imported where a model is built: the driver imports this module and never needs it
+    import torch
 
 Params = Mapping[str, np.ndarray]
 
@@ -95,6 +97,15 @@ def decode_update(payload: bytes, shapes: list[tuple[int, ...]], method: str) ->
     return ternary.decode(payload, shapes)
 
 
+def initial_params(task: Task, shared: Sequence[str], seed: int, gid: int, width: float) -> dict[str, np.ndarray]:
+    """A group's initial global weights: the task's fresh model at the group's width, seeded by the group."""
+    import torch
+
+    torch.default_generator.manual_seed(torch_seed(seed, Stream.INIT, gid))
+    state = task.model(width).state_dict()
+    return {k: state[k].detach().numpy().astype(np.float32, copy=True) for k in shared}
+
+
 def tensor_modes(names: Sequence[str], sparse: Sequence[str], mode: str) -> list[str]:
     """Codec mode per tensor: the configured mode for the task's sparse row tables; dense layers go dense under rows."""
     other = "dense" if mode == "rows" else mode
@@ -151,6 +162,8 @@ class Devices:
         A task that overrides init_private sets them on the working model; otherwise they come from a fresh
         model built under the device's seed.
         """
+        import torch
+
         st = self._state(device)
         model = self._model(width)
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in self.task.private}
@@ -164,6 +177,8 @@ class Devices:
 
     def _load(self, device: int, params: Params, width: float) -> torch.nn.Module:
         """The working model holding the global weights and the device's own private parameters."""
+        import torch
+
         model = self._model(width)
         private = self._private(device, width) if self.task.private else {}
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in {**params, **private}.items()}
@@ -176,6 +191,8 @@ class Devices:
 
         In a secure round the update never leaves: it becomes an integer vector held by the device's SecAgg client,
         and only the client's public keys go back (the masked vector follows in the protocol's phases)."""
+        import torch
+
         t, comp = self.cfg["train"], self.cfg["compression"]
         st = self._state(device)
         model = self._load(device, params, width)
@@ -244,6 +261,8 @@ class Devices:
     def evaluate(self, devices: Sequence[int], groups: Sequence[int], params: Mapping[int, Params],
                  widths: Mapping[int, float], round_: int) -> list[DeviceEvaluation]:
         """Each listed device's metrics under its group's global model (its stored state is left unchanged)."""
+        import torch
+
         out = []
         for device, group in zip(devices, groups):
             device, group = int(device), int(group)

@@ -9,11 +9,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from fedray.checkpoint import CheckpointStore, arrays_to_table
 from fedray.config import config_digest, from_plain
@@ -22,13 +21,13 @@ from fedray.core.grouping import HW_FIELDS
 from fedray.engine.devices import DeviceFailure, DeviceUpdate, decode_update
 from fedray.engine.fleet import Arrivals, Fleet, FleetFactory, HostPlan, TrainOrder
 from fedray.engine.records import RoundRecord, records_from_table, records_table
-from fedray.engine.streams import Stream, stream, torch_seed
+from fedray.engine.streams import Stream, stream
 from fedray.privacy import dp, packing, quantize
 from fedray.privacy.rounds import SecureRound
 from fedray.privacy.secagg import SecAggAborted, SecAggServer
 from fedray.strategies import build_strategy
 from fedray.strategies.base import DeviceConfig, RoundPlan, Strategy
-from fedray.tasks import Evaluation, Task, build_task, check_model
+from fedray.tasks import Evaluation, Task, TaskFacts, build_task, task_facts
 
 if TYPE_CHECKING:  # dp-accounting takes seconds to import: only DP runs load it (in _setup_dp)
     from fedray.privacy.accounting import Accountant
@@ -175,13 +174,6 @@ def evaluation_devices(n_devices: int, eval_users: int, seed: int) -> np.ndarray
     return devices
 
 
-def initial_params(task: Task, shared: Sequence[str], seed: int, gid: int, width: float) -> Params:
-    """A group's initial global weights: the task's fresh model at the group's width, seeded by the group."""
-    torch.default_generator.manual_seed(torch_seed(seed, Stream.INIT, gid))
-    state = task.model(width).state_dict()
-    return {k: state[k].detach().numpy().astype(np.float32, copy=True) for k in shared}
-
-
 def check_nesting(shapes_by_group: Mapping[int, Mapping[str, tuple[int, ...]]]) -> None:
     """HeteroFL sharing needs every narrower model's tensors to be leading slices of the wider ones'."""
     groups = sorted(shapes_by_group, key=lambda g: [int(np.prod(s)) for s in shapes_by_group[g].values()])
@@ -197,7 +189,11 @@ class RoundEngine:
     """Coordinates a horizontal run: it never sees device data or private parameters, only encoded updates."""
 
     def __init__(self, cfg: dict, run_dir: str, fleet_factory: FleetFactory,
-                 loaded: tuple[Task, Sequence[Any]] | None = None):
+                 loaded: tuple[Task, Sequence[Any]] | Callable[[], tuple[Task, Sequence[Any]]] | None = None,
+                 facts: TaskFacts | None = None):
+        """`loaded` is the (task, data) `fedray run` loaded to check the job (None: load them here); or, with
+        `facts` (what that check found), a function that fetches them: the engine then fetches the task only if
+        server-side evaluation needs it, and the fleet, already holding hosts, gets None for both."""
         self.plain = cfg
         self.cfg = from_plain(cfg)
         self.run_dir = Path(run_dir)
@@ -209,14 +205,18 @@ class RoundEngine:
         self.tier_names = [t.name for t in self.cfg.tiers]
         self.tier_latency = np.array([t.latency_ms / 1000 for t in self.cfg.tiers])
         started = time.perf_counter()
-        if loaded is None:
-            self.task = build_task(cfg["task"])
-            self.data = self.task.load(self.cfg.seed)
-        else:  # the task as `fedray run` loaded it to check the job: not read a second time
-            self.task, self.data = loaded
+        self._loaded: tuple[Task, Sequence[Any]] | None = None
+        if facts is None:
+            if loaded is None:
+                task = build_task(cfg["task"])
+                loaded = task, task.load(self.cfg.seed)
+            self._loaded = loaded  # the task as `fedray run` loaded it to check the job: not read a second time
+            facts = task_facts(*loaded)
+        else:
+            self._fetch = loaded
         self.load_s = time.perf_counter() - started
-        self.shared = check_model(self.task)
-        self.fleet: Fleet = fleet_factory(cfg, self.task, self.data, str(self.run_dir))
+        self.facts = facts
+        self.fleet: Fleet = fleet_factory(cfg, *(self._loaded or (None, None)), str(self.run_dir))
         self.dp_on = self.cfg.privacy.dp != "none"
         self.noise_rng = dp.fresh_rng() if self.dp_on else None  # never the run seed: see fedray/privacy/dp.py
         self.budget = self.cfg.privacy.target_epsilon or self.cfg.privacy.epsilon
@@ -224,11 +224,18 @@ class RoundEngine:
         self.stopped_on_budget = False
         self.secure_view: list[Any] | None = None  # set to a list to record every secure-round message the driver gets
 
+    @property
+    def task(self) -> Task:
+        """The task itself, fetched on first use when the engine was handed only its facts."""
+        if self._loaded is None:
+            self._loaded = self._fetch()
+        return self._loaded[0]
+
     # ---- setup -------------------------------------------------------------------------------------------
     def setup(self) -> SetupInfo:
         """Start the device hosts, collect reported hardware, form groups and give each a model sized for it."""
         cfg = self.cfg
-        n = len(self.data)
+        n = self.facts.devices
         tiers = [dict(t) for t in self.plain["tiers"]]
         plans = host_plans(n, tiers, cfg.runtime.devices_per_actor, cfg.seed, self.fleet.host_slots())
         self.host_of = np.zeros(n, np.int32)
@@ -276,8 +283,8 @@ class RoundEngine:
             devices = np.flatnonzero(labels == gid)
             gflops = float(np.median(self.profiles[devices, HW_FIELDS.index("gflops")]))
             width = 1.0 if gc.method == "none" else float(tiers[int(np.argmin(np.abs(np.log(tier_gflops / gflops))))]["width"])
-            params = initial_params(self.task, self.shared, self.cfg.seed, int(gid), width)
-            strategy = build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or self.task.server_lr})
+            params = self.fleet.initial_params(self.facts.shared, int(gid), width)
+            strategy = build_strategy(s["name"], s["target"], {**s, "server_lr": s["server_lr"] or self.facts.server_lr})
             group = Group(int(gid), devices, width, params, strategy, clock.SimClock(), gflops)
             if self.cfg.compression.broadcast == "ternary":
                 group.replica = dict(group.params)
@@ -636,12 +643,15 @@ class RoundEngine:
 
     def _server_metrics(self, g: Group, round_: int) -> dict[str, float]:
         """The task's optional central evaluation and the strategy's own, of a group's global model."""
-        model = self.task.model(g.width)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in g.params.items()}, strict=False)
         out = {}
-        ev = self.task.evaluate_server(model, round_)
-        if ev is not None:
-            out.update(ev.metrics)
+        if self.facts.server_eval:  # only then does the engine build a model (and import torch)
+            import torch
+
+            model = self.task.model(g.width)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in g.params.items()}, strict=False)
+            ev = self.task.evaluate_server(model, round_)
+            if ev is not None:
+                out.update(ev.metrics)
         out.update(g.strategy.evaluate(round_, g.params) or {})
         return out
 

@@ -16,7 +16,7 @@ import numpy as np
 from fedray.checkpoint import CheckpointStore
 from fedray.engine.device_files import (device_checkpoint_problem, device_store, load_device_checkpoint,
                                         save_device_checkpoint, write_device_state)
-from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
+from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport, initial_params
 from fedray.privacy.rounds import SecureRound
 from fedray.strategies.base import DeviceConfig
 from fedray.tasks.base import Task
@@ -77,6 +77,11 @@ class Fleet:
 
     def start(self, plans: Sequence[HostPlan]) -> list[HostReport]:
         """Start the hosts and return what each reports."""
+        raise NotImplementedError
+
+    def initial_params(self, shared: Sequence[str], gid: int, width: float) -> Params:
+        """A group's initial global weights, built where the task's model lives (after start): the engine itself
+        never builds a model for training, so the Ray driver needs no torch."""
         raise NotImplementedError
 
     def launch(self, order: TrainOrder) -> Any:
@@ -146,6 +151,9 @@ class InProcessFleet(Fleet):
         self.start_phases = {"host start": hosts_up - started, "reports": time.perf_counter() - hosts_up}
         return reports
 
+    def initial_params(self, shared: Sequence[str], gid: int, width: float) -> Params:
+        return initial_params(self.task, shared, int(self.cfg["seed"]), gid, width)
+
     def launch(self, order: TrainOrder) -> TrainOrder:
         return order
 
@@ -199,4 +207,6 @@ class InProcessFleet(Fleet):
             write_device_state(run_dir, index, h)
 
 
-FleetFactory = Callable[[Mapping[str, Any], Task, Sequence[Any], str], Fleet]
+# (plain config, task, data, run directory) -> fleet; task and data are None when the engine holds only the task's
+# facts (the Ray driver handed hosts already built from the data)
+FleetFactory = Callable[[Mapping[str, Any], Task | None, Sequence[Any] | None, str], Fleet]

@@ -124,6 +124,10 @@ class RayFleet(Fleet):
         self.start_phases = {"host start": hosts_up - started, "reports": time.perf_counter() - hosts_up}
         return reports
 
+    def initial_params(self, shared: Sequence[str], gid: int, width: float) -> Mapping[str, np.ndarray]:
+        return ray.get(self._live()[0].initial_params.remote(list(shared), gid, width),
+                       timeout=self.cfg["runtime"]["round_timeout_s"])
+
     def launch(self, order: TrainOrder) -> list[tuple[int, list[int], Any]]:
         ref = ray.put(dict(order.params))  # one broadcast object per group; hosts receive the ObjectRef
         return [(host, devices, self.hosts[host].train.options(num_returns="streaming").remote(

@@ -15,7 +15,7 @@ import ray
 
 from fedray.engine.device_files import (device_checkpoint_problem, device_store, load_device_checkpoint,
                                         save_device_checkpoint, write_device_state)
-from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport
+from fedray.engine.devices import DeviceEvaluation, DeviceFailure, Devices, DeviceUpdate, HostReport, initial_params
 from fedray.engine.streams import Stream, stream
 from fedray.privacy.rounds import SecureRound
 from fedray.strategies.base import DeviceConfig
@@ -59,6 +59,10 @@ class DeviceHost:
     def ping(self) -> int:
         """Liveness check (the host index)."""
         return self.host_index
+
+    def initial_params(self, shared: list[str], gid: int, width: float) -> dict[str, np.ndarray]:
+        """A group's initial global weights from this host's task (the driver builds no model itself)."""
+        return initial_params(self.devices.task, shared, int(self.cfg["seed"]), gid, width)
 
     def train(self, devices: list[int], params: Mapping[str, np.ndarray], width: float, round_: int,
               config: DeviceConfig, secure: SecureRound | None = None) -> Iterator[DeviceUpdate | DeviceFailure]:

@@ -32,14 +32,14 @@ def progress_status(records: list[RoundRecord], latest: dict[int, dict[str, floa
     return "  ".join(parts)
 
 
-def start_early(cfg: DictConfig, plain: dict, run_dir: Path, loaded: tuple[Any, Any]) -> tuple[Any, Any, list[Any]]:
+def start_early(cfg: DictConfig, plain: dict, run_dir: Path, loaded: tuple[Any, Any, Any]) -> tuple[Any, Any, list[Any]]:
     """The loaded task and data in the object store for the driver, the hosts' shared data there (held for the
     run: a restarted host is built from it again), and the device hosts started now, beside the driver, for the
     plans it will make: their processes start while the driver's does, not after it."""
     from fedray.engine.engine import host_plans
     from fedray.horizontal.fleet import cluster_slots, put_shared, start_hosts
 
-    task, data = loaded
+    task, data, _ = loaded
     plans = host_plans(len(data), [dict(t) for t in plain["tiers"]], cfg.runtime.devices_per_actor, cfg.seed,
                        cluster_slots())
     shared_ref = put_shared(task, data)
@@ -53,11 +53,11 @@ def setup_line(phases: dict[str, float], total_s: float | None) -> str:
 
 
 def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = None, resume: bool = False,
-                   force: bool = False, setup_since: float | None = None, loaded: tuple[Any, Any] | None = None,
+                   force: bool = False, setup_since: float | None = None, loaded: tuple[Any, Any, Any] | None = None,
                    preflight_s: float | None = None) -> list[dict]:
     """Run (or resume) every round of a horizontal job; returns the per-group summary rows. `setup_since` (a
     perf_counter time) is when the command began, shifted by ray.init's duration, for the set-up line;
-    `loaded` is the (task, data) `fedray run` loaded to check the job, which the driver and hosts then reuse,
+    `loaded` is the (task, data, facts) `fedray run` loaded to check the job, which the driver and hosts reuse,
     and `preflight_s` how long that check took."""
     console = console or Console()
     check_tiers(t.name for t in cfg.tiers)  # before any actor: a missing tier node fails now, not as a hang
@@ -70,7 +70,8 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
         placement.release(run_dir, [t.name for t in cfg.tiers])
         raise
     driver_at = time.perf_counter()
-    driver = start_driver(plain, str(run_dir), cfg.runtime.driver_cpus, loaded_ref, hosts)
+    driver = start_driver(plain, str(run_dir), cfg.runtime.driver_cpus, loaded_ref, hosts,
+                          None if loaded is None else loaded[2])
     try:
         try:
             info = ray.get(driver.setup.remote())

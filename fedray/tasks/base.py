@@ -18,10 +18,12 @@ Randomness must come from ``ctx.rng`` (numpy) or torch's global generator, which
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # a task's own module imports torch; this one does not, so the Ray driver can do without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class TrainContext:
 
     def proximal(self, model: torch.nn.Module) -> torch.Tensor:
         """FedProx's term mu/2 * ||w - w_global||^2 over the shared parameters (0 when mu is 0): add it to the loss."""
+        import torch
+
         if not self.proximal_mu:
             return torch.zeros(())
         total = torch.zeros(())

@@ -5,9 +5,8 @@ Every problem becomes a TaskError naming the target and what is wrong, raised be
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
-
-import torch
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 from fedray.errors import TaskError  # noqa: F401  (re-exported: its home module)
 from fedray.imports import TargetError, import_target
@@ -50,6 +49,8 @@ def build_task(section: Mapping[str, Any]) -> Task:
 
 def check_model(task: Task, width: float = 1.0) -> list[str]:
     """Build the task's model and check its state_dict; returns the names of the parameters that are shared."""
+    import torch
+
     name = type(task).__name__
     model = task.model(width)
     if not isinstance(model, torch.nn.Module):
@@ -67,3 +68,20 @@ def check_model(task: Task, width: float = 1.0) -> list[str]:
     if not shared:
         raise TaskError(f"{name}.model(): every parameter is private, nothing to federate")
     return shared
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What the round engine needs of a loaded, checked task, without the task itself (nor torch): the Ray
+    driver gets these from `fedray run`'s check and leaves building models to the device hosts."""
+
+    devices: int  # len(data): one id per device
+    shared: tuple[str, ...]  # the model's parameters that are federated (not private), in state_dict order
+    server_lr: float
+    server_eval: bool  # the task overrides evaluate_server: scoring the global model needs the task and its data
+
+
+def task_facts(task: Task, data: Sequence[Any]) -> TaskFacts:
+    """The facts of a loaded task; its model is checked on the way (check_model)."""
+    return TaskFacts(len(data), tuple(check_model(task)), task.server_lr,
+                     type(task).evaluate_server is not Task.evaluate_server)

@@ -4,8 +4,7 @@ import pytest
 
 from fedray.config import load_config, to_plain
 from fedray.core import ternary
-from fedray.engine.devices import Devices, decode_update, tensor_modes
-from fedray.engine.engine import initial_params
+from fedray.engine.devices import Devices, decode_update, initial_params, tensor_modes
 from fedray.strategies.base import DeviceConfig
 from fedray.tasks import build_task, check_model
 

@@ -9,7 +9,7 @@ import pytest
 from fedray.checkpoint import CheckpointStore, table_to_arrays
 from fedray.cli import main
 from fedray.config import load_config, to_plain
-from fedray.engine.engine import initial_params
+from fedray.engine.devices import initial_params
 from fedray.tasks import build_task, check_model
 
 ROOT = Path(__file__).resolve().parents[2]

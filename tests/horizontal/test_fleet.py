@@ -16,7 +16,7 @@ def host_and_params(tmp_path, overrides: list[str]):
     """One real host of all 20 devices, and the task's initial weights in the object store."""
     import ray
 
-    from fedray.engine.engine import initial_params
+    from fedray.engine.devices import initial_params
 
     cfg = load_config(None, [*BASE, *overrides])
     plain = to_plain(cfg)
