@@ -81,6 +81,14 @@ class TwoNodeCluster:
                    '--resources={"fedray_tier_edge": 10000}', "--disable-usage-stats"])
         self._wait_nodes(2)
 
+    def restore(self) -> None:
+        """Start whichever node is down (the worker needs the head, so a missing head means both again)."""
+        if not self.processes("head"):
+            self.stop("worker")
+            self.start()
+        elif not self.processes("worker"):
+            self.start_worker()
+
     def _ray(self, cmd: list[str]) -> None:
         r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=90)
         if r.returncode != 0:

@@ -51,12 +51,33 @@ def ray_local(_ray_session):
     return start_local_ray()
 
 
+# Fixtures that take this process off the shared local Ray: their tests run after the others, in this order,
+# so the shared cluster starts once and the two-node cluster (started once) lives only at the end.
+OWN_RAY_RANK = {"own_cluster": 1, "tier_cluster": 1, "two_nodes": 2}
+
+
+def _rank(item) -> int:
+    return max((OWN_RAY_RANK.get(name, 0) for name in getattr(item, "fixturenames", ())), default=0)
+
+
 def pytest_collection_modifyitems(items):
-    """Every test that builds its own cluster is a `cluster` test: `pytest -m cluster` runs them alone, and
-    `pytest -m "not cluster"` is the quick loop (`make test` runs both)."""
-    for item in items:
-        if "own_cluster" in getattr(item, "fixturenames", ()):
+    """Tests that build their own cluster are `cluster` tests (`pytest -m cluster` runs them alone, `-m "not
+    cluster"` is the quick loop; `make test` runs both), and run last: a module with any of them moves after
+    the modules without, its own tests on the shared cluster first, so the shared cluster is not restarted."""
+    module_rank, first = {}, {}
+    for index, item in enumerate(items):
+        if _rank(item):
             item.add_marker(pytest.mark.cluster)
+        module = getattr(item, "module", None)
+        module_rank[module] = max(module_rank.get(module, 0), _rank(item))
+        first.setdefault(module, index)
+    order = {id(item): index for index, item in enumerate(items)}
+
+    def key(item) -> tuple[int, int, int, int]:
+        module = getattr(item, "module", None)
+        return module_rank[module], first[module], _rank(item), order[id(item)]
+
+    items.sort(key=key)
 
 
 @pytest.fixture
@@ -67,3 +88,44 @@ def own_cluster():
     ray.shutdown()
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _two_node_session():
+    """One real two-node `ray start` cluster (tests/clusters.py) for the session's job and node-fault tests."""
+    import ray
+    from clusters import two_node_cluster
+
+    ray.shutdown()
+    with two_node_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def two_nodes(_two_node_session):
+    """The session's two-node cluster with both nodes up (a test before may have stopped one), this process
+    connected to no cluster before and after."""
+    import ray
+
+    ray.shutdown()
+    _two_node_session.restore()
+    yield _two_node_session
+    ray.shutdown()
+
+
+# The uninterrupted horizontal run that kill-and-resume tests compare with (tests/horizontal/test_resume.py,
+# tests/test_checkpoint_s3.py): small, 9 rounds, a checkpoint every 2.
+RESUME_JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
+              "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
+              "runtime.devices_per_actor=20", "checkpoint.every=2", "checkpoint.keep=3"]
+
+
+@pytest.fixture(scope="session")
+def resume_reference(_ray_session, tmp_path_factory) -> Path:
+    """RESUME_JOB run once, uninterrupted, on the shared cluster: its run directory (treat it as read-only)."""
+    from fedray.cli import main
+
+    start_local_ray()
+    run = tmp_path_factory.mktemp("resume-reference") / "run"
+    assert main(["run", *RESUME_JOB, f"run_dir={run}"]) == 0
+    return run

@@ -7,7 +7,8 @@ No fedray code knows about the endpoint. Every test checks what landed in the bu
 independent S3 client, so a URI that silently resolved to the local disk would fail.
 
 The last test (marked ray) runs `fedray run` and `fedray resume` as processes with `checkpoint.uri` on the
-bucket, each with its own embedded Ray in a private temp dir, and kills the first run after a checkpoint.
+bucket, each with its own embedded Ray in a private temp dir, kills the first run after a checkpoint, and
+compares the resumed run with the session's uninterrupted run of the same job on local disk.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import RESUME_JOB
 from fedray.checkpoint import CheckpointError, CheckpointStore, arrays_to_table, config_hash, table_to_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,9 +300,7 @@ def test_endpoint_from_the_environment(s3, monkeypatch):
 
 # ---------------------------------------------------------------------------- a horizontal run on S3
 
-JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
-       "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
-       "runtime.devices_per_actor=20", "checkpoint.every=2", "checkpoint.keep=3"]
+JOB = RESUME_JOB  # tests/conftest.py runs it once, uninterrupted, for every kill-and-resume test to compare with
 
 
 def _final_state(run: Path) -> dict[str, tuple[str, tuple, bytes]]:
@@ -330,15 +330,13 @@ def _kill_everything_under(ray_tmp: Path) -> None:
 
 
 @pytest.mark.ray
-def test_horizontal_run_killed_and_resumed_on_s3_is_bit_exact(own_cluster, s3, tmp_path):
+def test_horizontal_run_killed_and_resumed_on_s3_is_bit_exact(resume_reference, own_cluster, s3, tmp_path):
     """`fedray run checkpoint.uri=s3://...` SIGKILLed after a checkpoint, then `fedray resume`: same as never killed."""
     fedray = [str(Path(sys.executable).parent / "fedray")]
     ray_tmp = Path(tempfile.mkdtemp(prefix="frs3-", dir="/tmp"))  # Ray's socket paths must stay short
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_TMPDIR": str(ray_tmp)}
     try:
-        reference = tmp_path / "reference"
-        subprocess.run([*fedray, "run", *JOB, f"run_dir={reference}"], env=env, check=True, capture_output=True,
-                       timeout=600)
+        reference = resume_reference  # the same JOB on local disk, in the shared cluster's process
         run = tmp_path / "run"
         proc = subprocess.Popen([*fedray, "run", *JOB, f"run_dir={run}", f"checkpoint.uri={s3.uri}"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from clusters import BIN, two_node_cluster
+from clusters import BIN
 from fedray import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,13 +73,10 @@ def test_submit_refuses_a_config_outside_the_working_dir(tmp_path, capsys):
 
 
 # ---- a real cluster ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster():
-    import ray
-
-    ray.shutdown()  # the session's shared cluster first: one Ray cluster at a time
-    with two_node_cluster() as c:
-        yield c
+@pytest.fixture
+def cluster(two_nodes):
+    """The session's two-node cluster (tests/conftest.py): started once for these tests and test_nodes.py."""
+    return two_nodes
 
 
 def _artifacts(run: Path, rounds: int) -> None:
@@ -90,7 +87,7 @@ def _artifacts(run: Path, rounds: int) -> None:
 
 
 @pytest.mark.ray
-def test_fedray_submit_follow_status_logs(cluster, own_cluster, tmp_path):
+def test_fedray_submit_follow_status_logs(cluster, tmp_path):
     run = tmp_path / "run"
     env = {**cluster.plain_env, "RAY_AUTH_TOKEN": cluster.token}  # the token the way Ray documents it: env
     r = cluster.fedray("submit", "conf/default.yaml", *SMALL, "train.rounds=3", f"run_dir={run}",
@@ -107,7 +104,7 @@ def test_fedray_submit_follow_status_logs(cluster, own_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_ray_job_submit_runs_the_job_unchanged_on_tier_nodes(cluster, own_cluster, tmp_path):
+def test_ray_job_submit_runs_the_job_unchanged_on_tier_nodes(cluster, tmp_path):
     """The plain Ray CLI: the device hosts ask for fedray_tier_edge, which only the worker node declares."""
     run = tmp_path / "run"
     conf = tmp_path / "edge.yaml"
@@ -128,7 +125,7 @@ def test_ray_job_submit_runs_the_job_unchanged_on_tier_nodes(cluster, own_cluste
 
 
 @pytest.mark.ray
-def test_failed_job_exits_nonzero(cluster, own_cluster, tmp_path):
+def test_failed_job_exits_nonzero(cluster, tmp_path):
     r = cluster.fedray("submit", "conf/default.yaml", "data.path=/nonexistent/ratings.csv", f"run_dir={tmp_path / 'r'}",
                        "--no-validate", "--address", cluster.address, "--token", cluster.token, "--follow")
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
@@ -136,7 +133,7 @@ def test_failed_job_exits_nonzero(cluster, own_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_stop_a_running_job(cluster, own_cluster, tmp_path):
+def test_stop_a_running_job(cluster, tmp_path):
     r = cluster.fedray("submit", "conf/default.yaml", *SMALL, "train.rounds=100000", f"run_dir={tmp_path / 'r'}",
                        "--address", cluster.address, "--token", cluster.token)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -150,7 +147,7 @@ def test_stop_a_running_job(cluster, own_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_auth_failures_say_what_to_do(cluster, own_cluster, tmp_path):
+def test_auth_failures_say_what_to_do(cluster, tmp_path):
     wrong = cluster.fedray("status", "raysubmit_x", "--address", cluster.address, "--token", "not-the-token")
     out = " ".join((wrong.stdout + wrong.stderr).split())  # rich wraps long lines; errors go to stderr
     assert wrong.returncode == 2 and "the token from --token was sent" in out and "RAY_AUTH_TOKEN" in out, out
@@ -161,7 +158,7 @@ def test_auth_failures_say_what_to_do(cluster, own_cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_vertical_job_through_submit(cluster, own_cluster, tmp_path):
+def test_vertical_job_through_submit(cluster, tmp_path):
     """jobs/vertical.py: data paths outside the uploaded working directory are passed as absolute overrides."""
     data = ROOT.parent / "shared" / "data" / "vertical"
     if not (data / "breast_hetero_guest.csv").is_file():

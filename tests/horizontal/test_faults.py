@@ -28,10 +28,10 @@ def model(run: Path) -> dict:
 @pytest.mark.ray
 def test_crashing_hosts_cost_only_their_updates_and_rejoin(ray_local, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["run", *SMALL, "train.rounds=6", "faults.crash=0.08", "runtime.devices_per_actor=5", "runtime.actor_cpus=0.1",
-                 "runtime.max_restarts=-1", f"run_dir={run}"]) == 0
+    assert main(["run", *SMALL, "train.rounds=4", "faults.crash=0.08", "runtime.devices_per_actor=10",
+                 "runtime.actor_cpus=0.1", "runtime.max_restarts=-1", f"run_dir={run}"]) == 0
     m = metrics(run)
-    assert [r["round"] for r in m] == list(range(6))
+    assert [r["round"] for r in m] == list(range(4))
     assert sum(r["failures"] for r in m) > 0 and sum(r["restarts"] for r in m) > 0
     assert all(r["participants"] > 0 for r in m)  # every round went on with the surviving devices
     assert all(np.isfinite(v).all() for v in model(run).values())

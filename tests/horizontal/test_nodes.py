@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from clusters import BIN, TwoNodeCluster, two_node_cluster
+from clusters import BIN, TwoNodeCluster
 from fedray.checkpoint import table_to_arrays
 from fedray.config import load_config, to_plain
 from fedray.engine.engine import RoundEngine
@@ -30,15 +30,17 @@ JOB = ["data.synthetic.n_users=60", "data.synthetic.n_items=200", "train.partici
 
 
 @pytest.fixture
-def cluster(own_cluster):
-    with two_node_cluster() as c:
-        yield c
+def cluster(two_nodes):
+    """The session's two-node cluster (tests/conftest.py), both nodes up: shared with test_jobs.py."""
+    return two_nodes
 
 
 def launch(cluster: TwoNodeCluster, run: Path, *overrides: str) -> subprocess.Popen:
-    """`fedray run` as a process on this machine, connected to the cluster."""
+    """`fedray run` as a process on this machine, connected to the cluster. It gives up on a lost GCS after 5 s
+    (Ray's `gcs_rpc_server_reconnect_timeout_s`, 60 s by default) so that losing the head ends it quickly."""
+    env = {**cluster.env, "RAY_gcs_rpc_server_reconnect_timeout_s": "5"}
     return subprocess.Popen([sys.executable, "-m", "fedray.cli", "run", DEFAULT, TWO_TIERS, *JOB, f"run_dir={run}",
-                             f"runtime.address=127.0.0.1:{cluster.base}", *overrides], cwd=ROOT, env=cluster.env,
+                             f"runtime.address=127.0.0.1:{cluster.base}", *overrides], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

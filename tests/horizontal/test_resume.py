@@ -1,5 +1,6 @@
 """Checkpoints and resume against the shared real Ray cluster: SIGKILL mid-run, corrupt checkpoints."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,13 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import RESUME_JOB as JOB
 from fedray.checkpoint import table_to_arrays
 from fedray.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
-       "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
-       "runtime.devices_per_actor=20", "checkpoint.every=2", "checkpoint.keep=3"]
 
 
 def final_state(run: Path) -> dict:
@@ -34,11 +31,9 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(ray_module, tmp_path_factory):
-    """The uninterrupted run, once for the module: every resumed run must end bit-identical with it."""
-    run = tmp_path_factory.mktemp("ref") / "run"
-    assert main(["run", *JOB, f"run_dir={run}"]) == 0
-    return final_state(run)
+def reference(resume_reference):
+    """The uninterrupted run of JOB (once per session, tests/conftest.py): every resumed run ends bit-identical."""
+    return final_state(resume_reference)
 
 
 @pytest.mark.ray
@@ -78,18 +73,16 @@ def test_corrupt_newest_checkpoint_falls_back_and_still_matches(ray_local, refer
 
 
 @pytest.mark.ray
-def test_resume_refuses_result_changing_overrides(ray_local, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["run", *JOB, "train.rounds=2", f"run_dir={run}"]) == 0
+def test_resume_refuses_result_changing_overrides(resume_reference, tmp_path, capsys):
+    run = shutil.copytree(resume_reference, tmp_path / "run")
     capsys.readouterr()
     assert main(["resume", str(run), "train.lr=0.3"]) == 2
     assert "train.lr" in "".join(capsys.readouterr())
 
 
 @pytest.mark.ray
-def test_all_checkpoints_corrupt_is_a_clear_error(ray_local, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["run", *JOB, "train.rounds=2", f"run_dir={run}"]) == 0
+def test_all_checkpoints_corrupt_is_a_clear_error(ray_local, resume_reference, tmp_path, capsys):
+    run = shutil.copytree(resume_reference, tmp_path / "run")
     for manifest in (run / "checkpoints").glob("ckpt-*/manifest.json"):
         manifest.write_text("{not json")
     capsys.readouterr()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,27 +27,19 @@ def _tier(name: str, share: float, gflops: float, width: float) -> dict:
             "down_mbps": gflops, "latency_ms": 4000.0 / gflops}
 
 
-def three_tiers(tmp_path: Path) -> Path:
-    """high / mid / low, far enough apart that thresholds 20 and 100 GFLOP/s separate them."""
-    path = tmp_path / "tiers.yaml"
+def three_tiers(tmp_path: Path, low: str = "low") -> Path:
+    """high / mid / `low`, far enough apart that thresholds 20 and 100 GFLOP/s separate them."""
+    path = tmp_path / f"tiers-{low}.yaml"
     path.write_text(yaml.safe_dump({"tiers": [_tier("high", 0.25, 200.0, 1.0), _tier("mid", 0.25, 40.0, 0.5),
-                                              _tier("low", 0.5, 5.0, 0.25)]}))
+                                              _tier(low, 0.5, 5.0, 0.25)]}))
     return path
 
 
-def _run(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[int, Path]:
+def _run(tmp_path: Path, *overrides: str, name: str = "run", low: str = "low") -> tuple[int, Path]:
     run = tmp_path / name
-    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", f"tiers_file={three_tiers(tmp_path)}",
+    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", f"tiers_file={three_tiers(tmp_path, low)}",
                  *TINY, f"run_dir={run}", *overrides])
     return code, run
-
-
-def _shutdown(cluster) -> None:
-    """Disconnect this process first: Cluster refuses to remove the node a connected driver uses."""
-    import ray
-
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def test_tiered_conf_and_three_tier_file_load(monkeypatch):
@@ -60,72 +53,26 @@ def test_tiered_conf_and_three_tier_file_load(monkeypatch):
     assert cfg.grouping.method == "thresholds" and list(cfg.grouping.thresholds) == [20.0, 100.0]
 
 
-# ---- a real multi-node cluster on this machine ---------------------------------------------------------------
-@pytest.mark.ray
-def test_device_hosts_run_on_nodes_of_their_tier(own_cluster, tmp_path, capsys):
-    """Three worker nodes, each declaring ONE tier resource: every host lands on a node of its own tier."""
-    from ray.cluster_utils import Cluster
+# ---- a real multi-node cluster on this machine, one for these tests (they run after the shared-cluster ones) ---
+@dataclass
+class TierCluster:
+    """A `ray.cluster_utils.Cluster` whose head declares no CPUs, and the tier each worker node declares."""
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    try:
-        node_tier = {}
-        for tier in ("high", "mid", "low"):
-            node = cluster.add_node(num_cpus=1, resources={tier_resource(tier): TIER_UNITS})
-            node_tier[node.node_id] = tier
-        cluster.wait_for_nodes()
-        code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=8")
-        assert code == 0, "".join(capsys.readouterr())
-        g = pq.read_table(run / "grouping.parquet").to_pylist()
-        assert len(g) == 40 and len({r["host"] for r in g}) > 3  # several hosts per tier
-        for row in g:
-            assert node_tier[row["node"]] == row["tier"], row  # placed by its tier's resource
-        assert {node_tier[r["node"]] for r in g} == {"high", "mid", "low"}
-        # The head declares no CPUs, so nothing ran there; and grouping by reported gflops recovers the tiers.
-        by_group = {}
-        for row in g:
-            by_group.setdefault(row["group"], set()).add(row["tier"])
-        assert sorted(by_group.items()) == [(0, {"high"}), (1, {"mid"}), (2, {"low"})]
-    finally:
-        _shutdown(cluster)
+    cluster: object
+    node_tier: dict[str, str]
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
 
 
-@pytest.mark.ray
-def test_a_tier_no_node_can_host_fails_fast_naming_it(own_cluster, tmp_path, capsys):
-    """A tier without a node exits with code 2 within seconds, naming the resource; so does a tier without CPUs."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1, resources={tier_resource("high"): TIER_UNITS})
-        cluster.add_node(num_cpus=1, resources={tier_resource("mid"): TIER_UNITS})
-        cluster.wait_for_nodes()
-        t0 = time.monotonic()
-        code, run = _run(tmp_path, f"runtime.address={cluster.address}")
-        out = "".join(capsys.readouterr())
-        assert code == 2 and time.monotonic() - t0 < 30, out
-        assert "fedray_tier_low" in out and "ray start --address=HEAD:6379" in out
-        assert "Traceback" not in out and not run.exists()  # no half-written run directory
-
-        # A node declares the tier but has no CPU for its device hosts: still a clear error, not a hang.
-        cluster.add_node(num_cpus=0, resources={tier_resource("low"): TIER_UNITS})
-        cluster.wait_for_nodes()
-        t0 = time.monotonic()
-        code, run = _run(tmp_path, f"runtime.address={cluster.address}", name="run2")
-        out = "".join(capsys.readouterr())
-        assert code == 2 and time.monotonic() - t0 < 60, out
-        assert "tier 'low'" in out and "fedray_tier_low have 0" in out and "Traceback" not in out
-    finally:
-        _shutdown(cluster)
-
-
-@pytest.mark.ray
-def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(own_cluster, tmp_path, capsys):
-    """runtime.placement: SPREAD puts a tier's hosts on distinct nodes of the tier, PACK on one; a tier whose
-    group cannot be reserved fails with exit 2 naming it; no run leaves a placement group behind."""
+@pytest.fixture(scope="module")
+def tier_cluster(_ray_session):
+    """Two `high` nodes, one `mid`, one `low` (2 CPUs each, one tier resource each) and a head with no CPUs."""
     import ray
     from ray.cluster_utils import Cluster
-    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 
+    ray.shutdown()  # one Ray cluster at a time: the shared one goes first
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
         node_tier = {}
@@ -133,38 +80,89 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
             node = cluster.add_node(num_cpus=2, resources={tier_resource(tier): TIER_UNITS})
             node_tier[node.node_id] = tier
         cluster.wait_for_nodes()
-        hosts_per_node = {}
-        for policy in ("spread", "pack"):
-            code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
-                             f"runtime.placement={policy}", name=policy)
-            assert code == 0, "".join(capsys.readouterr())
-            g = pq.read_table(run / "grouping.parquet").to_pylist()
-            assert all(node_tier[r["node"]] == r["tier"] for r in g)
-            high = {(r["host"], r["node"]) for r in g if r["tier"] == "high"}
-            assert len({h for h, _ in high}) == 2  # 10 high devices, 5 per host
-            hosts_per_node[policy] = len({n for _, n in high})
-        assert hosts_per_node == {"spread": 2, "pack": 1}
+        yield TierCluster(cluster, node_tier)
+    finally:
+        ray.shutdown()  # Cluster refuses to remove the node a connected driver uses
+        cluster.shutdown()
 
-        if not ray.is_initialized():  # the runs above leave this process connected to the cluster
-            ray.init(address=cluster.address, logging_level="ERROR")
-        assert {p["state"] for p in placement_group_table().values()} <= {"REMOVED"}
-        # Another job holds most of both high nodes: the run cannot reserve its high tier and says so.
-        blocker = placement_group([{"CPU": 1.9, tier_resource("high"): 1.0}] * 2, strategy="STRICT_SPREAD")
-        assert blocker.wait(30)
+
+@pytest.mark.ray
+def test_device_hosts_run_on_nodes_of_their_tier(tier_cluster, tmp_path, capsys):
+    """Every host lands on a node of its own tier; the head (no CPUs, no tier) runs none."""
+    code, run = _run(tmp_path, f"runtime.address={tier_cluster.address}", "runtime.devices_per_actor=8")
+    assert code == 0, "".join(capsys.readouterr())
+    g = pq.read_table(run / "grouping.parquet").to_pylist()
+    assert len(g) == 40 and len({r["host"] for r in g}) > 3  # several hosts per tier
+    for row in g:
+        assert tier_cluster.node_tier.get(row["node"]) == row["tier"], row  # placed by its tier's resource
+    assert {r["tier"] for r in g} == {"high", "mid", "low"}
+    # Grouping by reported gflops recovers the tiers.
+    by_group = {}
+    for row in g:
+        by_group.setdefault(row["group"], set()).add(row["tier"])
+    assert sorted(by_group.items()) == [(0, {"high"}), (1, {"mid"}), (2, {"low"})]
+
+
+@pytest.mark.ray
+def test_a_tier_no_node_can_host_fails_fast_naming_it(tier_cluster, tmp_path, capsys):
+    """A tier without a node exits with code 2 within seconds, naming the resource; so does a tier without CPUs."""
+    t0 = time.monotonic()
+    code, run = _run(tmp_path, f"runtime.address={tier_cluster.address}", low="tiny")
+    out = "".join(capsys.readouterr())
+    assert code == 2 and time.monotonic() - t0 < 30, out
+    assert "fedray_tier_tiny" in out and "ray start --address=HEAD:6379" in out
+    assert "Traceback" not in out and not run.exists()  # no half-written run directory
+
+    # A node declares the tier but has no CPU for its device hosts: still a clear error, not a hang.
+    tier_cluster.cluster.add_node(num_cpus=0, resources={tier_resource("tiny"): TIER_UNITS})
+    tier_cluster.cluster.wait_for_nodes()
+    t0 = time.monotonic()
+    code, run = _run(tmp_path, f"runtime.address={tier_cluster.address}", name="run2", low="tiny")
+    out = "".join(capsys.readouterr())
+    assert code == 2 and time.monotonic() - t0 < 60, out
+    assert "tier 'tiny'" in out and "fedray_tier_tiny have 0" in out and "Traceback" not in out
+
+
+@pytest.mark.ray
+def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(tier_cluster, tmp_path, capsys):
+    """runtime.placement: SPREAD puts a tier's hosts on distinct nodes of the tier, PACK on one; a tier whose
+    group cannot be reserved fails with exit 2 naming it; no run leaves a placement group behind."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    address = tier_cluster.address
+    hosts_per_node = {}
+    for policy in ("spread", "pack"):
+        code, run = _run(tmp_path, f"runtime.address={address}", "runtime.devices_per_actor=5",
+                         f"runtime.placement={policy}", name=policy)
+        assert code == 0, "".join(capsys.readouterr())
+        g = pq.read_table(run / "grouping.parquet").to_pylist()
+        assert all(tier_cluster.node_tier.get(r["node"]) == r["tier"] for r in g)
+        high = {(r["host"], r["node"]) for r in g if r["tier"] == "high"}
+        assert len({h for h, _ in high}) == 2  # 10 high devices, 5 per host
+        hosts_per_node[policy] = len({n for _, n in high})
+    assert hosts_per_node == {"spread": 2, "pack": 1}
+
+    if not ray.is_initialized():  # the runs above leave this process connected to the cluster
+        ray.init(address=address, logging_level="ERROR")
+    assert {p["state"] for p in placement_group_table().values()} <= {"REMOVED"}
+    # Another job holds most of both high nodes: the run cannot reserve its high tier and says so.
+    blocker = placement_group([{"CPU": 1.9, tier_resource("high"): 1.0}] * 2, strategy="STRICT_SPREAD")
+    assert blocker.wait(30)
+    try:
         t0 = time.monotonic()
-        code, run = _run(tmp_path, f"runtime.address={cluster.address}", "runtime.devices_per_actor=5",
+        code, run = _run(tmp_path, f"runtime.address={address}", "runtime.devices_per_actor=5",
                          "runtime.placement=spread", "runtime.placement_timeout_s=3", name="blocked")
         out = "".join(capsys.readouterr())
         assert code == 2 and time.monotonic() - t0 < 60, out
         assert "tier 'high'" in out and "runtime.placement" in out and "Traceback" not in out
         assert not run.exists()
-        if not ray.is_initialized():
-            ray.init(address=cluster.address, logging_level="ERROR")
-        remove_placement_group(blocker)
-        states = [p["state"] for p in placement_group_table().values() if p["name"].startswith("fedray-")]
-        assert states and set(states) == {"REMOVED"}
     finally:
-        _shutdown(cluster)
+        if not ray.is_initialized():
+            ray.init(address=address, logging_level="ERROR")
+        remove_placement_group(blocker)
+    states = [p["state"] for p in placement_group_table().values() if p["name"].startswith("fedray-")]
+    assert states and set(states) == {"REMOVED"}
 
 
 # ---- on the shared local cluster ---------------------------------------------------------------------------
