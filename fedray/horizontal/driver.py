@@ -13,6 +13,8 @@ from fedray.engine.engine import RoundEngine
 from fedray.horizontal.fleet import RayFleet
 from fedray.tasks.loader import TaskFacts
 
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+
 
 class Driver(RoundEngine):
     """The round engine reaching its devices through device-host actors."""
@@ -32,15 +34,25 @@ def driver_name(run_dir: str | Path) -> str:
     return f"fedray-driver-{hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]}"
 
 
+def head_node_id() -> str | None:
+    """The id of the cluster's live head node (Ray gives it the `node:__internal_head__` resource), if any."""
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_NODE_RESOURCE in node.get("Resources", {}):
+            return node["NodeID"]
+    return None
+
+
 def start_driver(cfg: dict, run_dir: str, num_cpus: float, loaded: Any = None, hosts: list[Any] | None = None,
                  facts: TaskFacts | None = None) -> Any:
-    """The Driver actor for a run (an ActorHandle; its methods are the engine's), on the job's own node where it
-    fits: a device node that leaves mid-run then costs only its devices, never the run. `loaded` (an ObjectRef
-    of the loaded task and its data) and `hosts` (device hosts already started for the run) spare it both; with
-    the task's `facts` as well, the driver does not even unpickle the task (nor import torch) unless
-    server-side evaluation needs it: its process starts in a fraction of the time."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    """The Driver actor for a run (an ActorHandle; its methods are the engine's), on the head node where it fits:
+    only the head's loss ends a run anyway, so a device node that leaves mid-run costs only its devices. (Not
+    "this process's node": a job's process may sit on a device node.) `loaded` (an ObjectRef of the loaded task
+    and its data) and `hosts` (device hosts already started for the run) spare it both; with the task's `facts`
+    as well, the driver does not even unpickle the task (nor import torch) unless server-side evaluation needs
+    it: its process starts in a fraction of the time."""
+    node = head_node_id() or ray.get_runtime_context().get_node_id()
     if facts is not None:
         loaded = [loaded]  # an ObjectRef inside a list is passed as is, not resolved before the actor starts
     return ray.remote(Driver).options(num_cpus=num_cpus, name=driver_name(run_dir),
-                                      scheduling_strategy=here).remote(cfg, run_dir, loaded, hosts, facts)
+                                      scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
+                                      ).remote(cfg, run_dir, loaded, hosts, facts)

@@ -8,6 +8,7 @@ raylet, both being on 127.0.0.1).
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from fedray.checkpoint import table_to_arrays
 from fedray.config import load_config, to_plain
 from fedray.engine.engine import RoundEngine
 from fedray.engine.fleet import InProcessFleet
+from fedray.horizontal.driver import driver_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = str(ROOT / "conf/default.yaml")
@@ -80,7 +82,7 @@ def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path)
     assert len(edge_hosts) == 1 and len(edge_nodes) == 1
     assert all(d["node"] not in edge_nodes for d in grouping if d["tier"] == "default")
     host = edge_hosts.pop()
-    assert f"device host {host} is gone for good; its {len(edge)} devices leave" in " ".join(out.split())
+    assert f"device host {host} is gone for good; its {len(edge)} devices leave" in " ".join(out.split()), out[-6000:]
     metrics = pq.read_table(run / "metrics.parquet").to_pylist()
     assert [m["round"] for m in metrics] == list(range(6))  # every round ran: the run lost devices, not rounds
     assert all(m["applied"] for m in metrics) and all(m["restarts"] == 0 for m in metrics)
@@ -89,6 +91,11 @@ def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path)
     assert metrics[-1]["failures"] == 0 and metrics[-1]["participants"] == 8
     assert not (run / "devices" / f"host-{host:04d}.parquet").exists()  # the departed host wrote nothing at the end
     assert (run / "devices" / f"host-{1 - host:04d}.parquet").is_file()
+    # The driver actor ran on the head, whichever node's raylet the job's own process attached to.
+    listed = cluster.run([str(BIN / "ray"), "list", "actors", "--address", cluster.address, "--format", "json",
+                          "--filter", f"name={driver_name(run)}"])
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    assert [a["node_id"] for a in json.loads(listed.stdout)] == [d["node"] for d in grouping if d["tier"] == "default"][:1]
 
 
 def test_restarting_the_head_then_resuming_from_shared_storage_is_bit_exact(cluster, tmp_path):
