@@ -117,7 +117,7 @@ def two_nodes(_two_node_session):
 # tests/test_checkpoint_s3.py): small, 9 rounds, a checkpoint every 2.
 RESUME_JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
               "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
-              "runtime.devices_per_actor=20", "checkpoint.every=2", "checkpoint.keep=3"]
+              "runtime.devices_per_actor=30", "checkpoint.every=2", "checkpoint.keep=3"]
 
 
 @pytest.fixture(scope="session")

@@ -27,18 +27,19 @@ def _tier(name: str, share: float, gflops: float, width: float) -> dict:
             "down_mbps": gflops, "latency_ms": 4000.0 / gflops}
 
 
-def three_tiers(tmp_path: Path, low: str = "low") -> Path:
+def three_tiers(tmp_path: Path, low: str = "low", shares: tuple[float, float, float] = (0.25, 0.25, 0.5)) -> Path:
     """high / mid / `low`, far enough apart that thresholds 20 and 100 GFLOP/s separate them."""
-    path = tmp_path / f"tiers-{low}.yaml"
-    path.write_text(yaml.safe_dump({"tiers": [_tier("high", 0.25, 200.0, 1.0), _tier("mid", 0.25, 40.0, 0.5),
-                                              _tier(low, 0.5, 5.0, 0.25)]}))
+    path = tmp_path / f"tiers-{low}-{'-'.join(map(str, shares))}.yaml"
+    path.write_text(yaml.safe_dump({"tiers": [_tier("high", shares[0], 200.0, 1.0), _tier("mid", shares[1], 40.0, 0.5),
+                                              _tier(low, shares[2], 5.0, 0.25)]}))
     return path
 
 
-def _run(tmp_path: Path, *overrides: str, name: str = "run", low: str = "low") -> tuple[int, Path]:
+def _run(tmp_path: Path, *overrides: str, name: str = "run", low: str = "low",
+         shares: tuple[float, float, float] = (0.25, 0.25, 0.5)) -> tuple[int, Path]:
     run = tmp_path / name
-    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", f"tiers_file={three_tiers(tmp_path, low)}",
-                 *TINY, f"run_dir={run}", *overrides])
+    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null",
+                 f"tiers_file={three_tiers(tmp_path, low, shares)}", *TINY, f"run_dir={run}", *overrides])
     return code, run
 
 
@@ -89,10 +90,10 @@ def tier_cluster(_ray_session):
 @pytest.mark.ray
 def test_device_hosts_run_on_nodes_of_their_tier(tier_cluster, tmp_path, capsys):
     """Every host lands on a node of its own tier; the head (no CPUs, no tier) runs none."""
-    code, run = _run(tmp_path, f"runtime.address={tier_cluster.address}", "runtime.devices_per_actor=8")
+    code, run = _run(tmp_path, f"runtime.address={tier_cluster.address}", "runtime.devices_per_actor=10")
     assert code == 0, "".join(capsys.readouterr())
     g = pq.read_table(run / "grouping.parquet").to_pylist()
-    assert len(g) == 40 and len({r["host"] for r in g}) > 3  # several hosts per tier
+    assert len(g) == 40 and len({r["host"] for r in g}) == 4  # 10 high, 10 mid, 20 low devices
     for row in g:
         assert tier_cluster.node_tier.get(row["node"]) == row["tier"], row  # placed by its tier's resource
     assert {r["tier"] for r in g} == {"high", "mid", "low"}
@@ -132,9 +133,10 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
 
     address = tier_cluster.address
     hosts_per_node = {}
+    small = ("data.synthetic.n_users=20", "runtime.devices_per_actor=5")  # 10 high devices, 5 mid, 5 low
     for policy in ("spread", "pack"):
-        code, run = _run(tmp_path, f"runtime.address={address}", "runtime.devices_per_actor=5",
-                         f"runtime.placement={policy}", name=policy)
+        code, run = _run(tmp_path, f"runtime.address={address}", *small, f"runtime.placement={policy}",
+                         name=policy, shares=(0.5, 0.25, 0.25))
         assert code == 0, "".join(capsys.readouterr())
         g = pq.read_table(run / "grouping.parquet").to_pylist()
         assert all(tier_cluster.node_tier.get(r["node"]) == r["tier"] for r in g)
@@ -151,8 +153,8 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
     assert blocker.wait(30)
     try:
         t0 = time.monotonic()
-        code, run = _run(tmp_path, f"runtime.address={address}", "runtime.devices_per_actor=5",
-                         "runtime.placement=spread", "runtime.placement_timeout_s=3", name="blocked")
+        code, run = _run(tmp_path, f"runtime.address={address}", *small, "runtime.placement=spread",
+                         "runtime.placement_timeout_s=3", name="blocked", shares=(0.5, 0.25, 0.25))
         out = "".join(capsys.readouterr())
         assert code == 2 and time.monotonic() - t0 < 60, out
         assert "tier 'high'" in out and "runtime.placement" in out and "Traceback" not in out
