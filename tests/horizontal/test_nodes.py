@@ -68,7 +68,7 @@ def comparable(run: Path) -> dict[str, bytes | list]:
 def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([str(BIN / "fedray"), "submit", "conf/default.yaml", TWO_TIERS, *JOB,
-                             "train.rounds=6", "runtime.round_timeout_s=20", f"run_dir={run}",
+                             "train.rounds=6", "runtime.round_timeout_s=12", f"run_dir={run}",
                              "--address", cluster.address, "--follow"], cwd=ROOT, env=cluster.env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for_checkpoint(run, 2, proc)
