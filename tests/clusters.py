@@ -64,6 +64,7 @@ class TwoNodeCluster:
         self.start_worker()
 
     def start_head(self) -> None:
+        """The head alone (`ray start --head` returns once its GCS answers; the worker's start waits for both)."""
         b = self.base
         self._ray([str(BIN / "ray"), "start", "--head", f"--port={b}", f"--dashboard-port={b + 1}",
                    f"--ray-client-server-port={b + 2}", f"--dashboard-agent-listen-port={b + 3}",
@@ -71,7 +72,6 @@ class TwoNodeCluster:
                    f"--max-worker-port={b + 199}", f"--temp-dir={self.dir / 'h'}", "--num-cpus=1",
                    '--resources={"fedray_tier_default": 10000}', "--include-dashboard=true",
                    "--dashboard-host=127.0.0.1", "--disable-usage-stats"])
-        self._wait_nodes(1)
 
     def start_worker(self) -> None:
         b = self.base
@@ -84,7 +84,7 @@ class TwoNodeCluster:
     def restore(self) -> None:
         """Start whichever node is down (the worker needs the head, so a missing head means both again)."""
         if not self.processes("head"):
-            self.stop("worker")
+            self.stop("worker", kill=True)
             self.start()
         elif not self.processes("worker"):
             self.start_worker()
@@ -132,19 +132,21 @@ class TwoNodeCluster:
                 pass
         return list(found.values())
 
-    def stop(self, node: str | None = None) -> None:
-        """Stop the cluster's processes (or one node's, its temp dir kept), SIGTERM then SIGKILL."""
+    def stop(self, node: str | None = None, kill: bool = False) -> None:
+        """Stop the cluster's processes (or one node's, its temp dir kept): SIGTERM, then SIGKILL for what is left
+        after 5 s; or SIGKILL at once (`kill`, a node that crashes)."""
         import ray  # noqa: F401
         import psutil
 
         procs = self.processes(node)
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=5)
-        for p in alive + self.processes(node):
+        if not kill:
+            for p in procs:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except psutil.NoSuchProcess:
+                    pass
+            _, procs = psutil.wait_procs(procs, timeout=5)  # those still alive
+        for p in procs + self.processes(node):
             try:
                 p.kill()
             except psutil.NoSuchProcess:
@@ -167,5 +169,5 @@ def two_node_cluster() -> Iterator[TwoNodeCluster]:
         c.start()
         yield c
     finally:
-        c.stop()
+        c.stop(kill=True)
     assert not c.processes(), "the test cluster left processes behind"

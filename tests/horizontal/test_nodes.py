@@ -110,7 +110,7 @@ def test_restarting_the_head_then_resuming_from_shared_storage_is_bit_exact(clus
     run = tmp_path / "run"
     proc = launch(cluster, run, "train.rounds=6")
     wait_for_checkpoint(run, 3, proc)
-    cluster.stop("head")  # the job loses its cluster mid-run
+    cluster.stop("head", kill=True)  # the head crashes: the job loses its cluster mid-run
     proc.communicate(timeout=120)
     assert proc.returncode != 0 and not (run / "models").exists()
     cluster.stop("worker")  # without the head's GCS the worker cannot rejoin a new one: both come back
