@@ -28,7 +28,7 @@ def model(run: Path) -> dict:
 @pytest.mark.ray
 def test_crashing_hosts_cost_only_their_updates_and_rejoin(ray_local, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["run", *SMALL, "train.rounds=4", "faults.crash=0.08", "runtime.devices_per_actor=10",
+    assert main(["run", *SMALL, "train.rounds=4", "faults.crash=0.04", "runtime.devices_per_actor=10",
                  "runtime.actor_cpus=0.1", "runtime.max_restarts=-1", f"run_dir={run}"]) == 0
     m = metrics(run)
     assert [r["round"] for r in m] == list(range(4))

@@ -46,7 +46,8 @@ def test_the_ray_driver_matches_the_in_process_engine_and_sees_only_masked_vecto
 
     from fedray.horizontal.driver import start_driver
 
-    plain = to_plain(load_config(None, [*BASE, "train.participants=8", "train.over_select=1.25"]))
+    plain = to_plain(load_config(None, [*BASE, "train.participants=8", "train.over_select=1.25",
+                                        "runtime.devices_per_actor=10"]))
     local = RoundEngine(plain, str(tmp_path / "local"), InProcessFleet)
     local.setup()
     driver = start_driver(plain, str(tmp_path / "ray"), 0.1)
