@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from clusters import BIN, TwoNodeCluster
+from runs import wait_for_checkpoint
 from fedray.checkpoint import table_to_arrays
 from fedray.config import load_config, to_plain
 from fedray.engine.engine import RoundEngine
@@ -44,14 +44,6 @@ def launch(cluster: TwoNodeCluster, run: Path, *overrides: str) -> subprocess.Po
     return subprocess.Popen([sys.executable, "-m", "fedray.cli", "run", DEFAULT, TWO_TIERS, *JOB, f"run_dir={run}",
                              f"runtime.address=127.0.0.1:{cluster.base}", *overrides], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for_checkpoint(run: Path, round_: int, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.time() + timeout_s
-    while not (run / "checkpoints" / f"ckpt-{round_:08d}").is_dir():
-        assert proc.poll() is None, f"the run ended before round {round_}:\n{proc.stdout.read()[-3000:]}"
-        assert time.time() < deadline, f"no checkpoint of round {round_} after {timeout_s} s"
-        time.sleep(0.1)
 
 
 def comparable(run: Path) -> dict[str, bytes | list]:

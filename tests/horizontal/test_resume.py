@@ -1,16 +1,11 @@
 """Checkpoints and resume against the shared real Ray cluster: SIGKILL mid-run, corrupt checkpoints."""
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from runs import sigkill_after_checkpoint, wait_for_checkpoint
 from tests.conftest import RESUME_JOB as JOB
 from fedray.checkpoint import table_to_arrays
 from fedray.cli import main
@@ -40,14 +35,7 @@ def reference(resume_reference):
 def test_sigkill_mid_run_then_resume_is_bit_identical(ray_local, reference, tmp_path):
     address = ray_local.get_runtime_context().gcs_address
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fedray.cli", "run", *JOB, f"run_dir={run}",
-                             f"runtime.address={address}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-00000004")):
-        time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside a later round
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_after_checkpoint([*JOB, f"runtime.address={address}"], run, 4)
     assert list((run / "checkpoints").glob("ckpt-*")), "the run never checkpointed"
     assert not (run / "models").exists(), "the run finished before it was killed"
     assert main(["resume", str(run), f"runtime.address={address}"]) == 0
@@ -101,9 +89,7 @@ def test_a_killed_driver_actor_ends_the_run_with_one_line_and_resume_is_bit_iden
     codes = []
     job = threading.Thread(target=lambda: codes.append(main(["run", *JOB, f"run_dir={run}"])))
     job.start()
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-00000004")):
-        time.sleep(0.05)
+    wait_for_checkpoint(run, 4)
     ray_local.kill(ray_local.get_actor(driver_name(run)))
     job.join(timeout=120)
     assert not job.is_alive() and codes == [1]

@@ -3,10 +3,6 @@ in-process engine, with a masked view; a host killed mid-protocol only drops its
 bit-exact."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,12 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from runs import sigkill_after_checkpoint
 from fedray.checkpoint import table_to_arrays
 from fedray.cli import main
 from fedray.config import load_config, to_plain
 from fedray.engine.devices import DeviceUpdate
 from fedray.engine.engine import RoundEngine
-from fedray.engine.fleet import Exchange, InProcessFleet
+from fedray.engine.fleet import InProcessFleet
 from fedray.privacy import packing, quantize
 from fedray.privacy.secagg import MaskedInput
 
@@ -122,14 +119,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical_under_secure_aggregation(r
         ref.run_round()
     address = ray_local.get_runtime_context().gcs_address
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "fedray.cli", "run", *job, f"run_dir={run}",
-                             f"runtime.address={address}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-00000002")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_after_checkpoint([*job, f"runtime.address={address}"], run, 2)
     assert list((run / "checkpoints").glob("ckpt-*")) and not (run / "models").exists()
     assert main(["resume", str(run), f"runtime.address={address}"]) == 0
     resumed = final_models(run)
