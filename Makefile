@@ -25,11 +25,11 @@ $(VENV)/.torch: | $(BIN)/uv
 	rm -rf $(VENV)/wheels
 	touch $@
 
-$(VENV)/.run: pyproject.toml $(VENV)/.torch
+$(VENV)/.run: pyproject.toml $(VENV)/.torch | $(BIN)/uv
 	$(UV) -e .
 	touch $@
 
-$(VENV)/.dev: pyproject.toml $(VENV)/.run
+$(VENV)/.dev: pyproject.toml $(VENV)/.run | $(BIN)/uv
 	$(UV) -e '.[dev]'
 	touch $@
 
@@ -37,7 +37,7 @@ run: $(VENV)/.run
 	$(BIN)/fedray run $(CONF) $(ARGS)
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 bench: $(VENV)/.dev
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -54,20 +54,36 @@ def ray_local(_ray_session):
 # Fixtures that take this process off the shared local Ray: their tests run after the others, in this order,
 # so the shared cluster starts once and the two-node cluster (started once) lives only at the end.
 OWN_RAY_RANK = {"own_cluster": 1, "tier_cluster": 1, "two_nodes": 2}
+# Fixtures that start or use a Ray cluster: a test with any of them is a `ray` test.
+RAY_FIXTURES = {"_ray_session", "ray_local", "ray_module", "resume_reference", *OWN_RAY_RANK}
+# `make test` runs two pytest-xdist workers: every `ray` and `cluster` test goes to one of them, in this file's
+# order (one Ray cluster at a time on the machine), and the other runs the tests without Ray alongside.
+RAY_GROUP = "ray"
 
 
 def _rank(item) -> int:
     return max((OWN_RAY_RANK.get(name, 0) for name in getattr(item, "fixturenames", ())), default=0)
 
 
+def uses_ray(item) -> bool:
+    """A test of the Ray group: marked `ray` or `cluster`, or using a fixture that starts a cluster."""
+    return (item.get_closest_marker("ray") is not None or item.get_closest_marker("cluster") is not None
+            or bool(RAY_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items):
     """Tests that build their own cluster are `cluster` tests (`pytest -m cluster` runs them alone, `-m "not
     cluster"` is the quick loop; `make test` runs both), and run last: a module with any of them moves after
-    the modules without, its own tests on the shared cluster first, so the shared cluster is not restarted."""
+    the modules without, its own tests on the shared cluster first, so the shared cluster is not restarted.
+    Every test that uses Ray joins one xdist group, so that under `-n 2` a single worker runs them in order."""
     module_rank, first = {}, {}
     for index, item in enumerate(items):
         if _rank(item):
             item.add_marker(pytest.mark.cluster)
+        if uses_ray(item):
+            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
         module = getattr(item, "module", None)
         module_rank[module] = max(module_rank.get(module, 0), _rank(item))
         first.setdefault(module, index)
@@ -78,6 +94,21 @@ def pytest_collection_modifyitems(items):
         return module_rank[module], first[module], _rank(item), order[id(item)]
 
     items.sort(key=key)
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_outside_the_ray_group(request, monkeypatch):
+    """A test not marked `ray` may run beside the Ray tests (pytest-xdist): starting Ray there would put two
+    clusters on the machine at once, so `ray.init` fails it at once, naming the mark it lacks."""
+    if uses_ray(request.node):
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} starts Ray but is not marked: add @pytest.mark.ray (or use "
+                           "the ray_local fixture) so that it runs in the Ray group, one cluster at a time")
+
+    monkeypatch.setattr(ray, "init", refuse)
 
 
 @pytest.fixture
