@@ -126,6 +126,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _check_checkpoints(cfg, run_dir: Path, force: bool) -> None:
+    """A run whose checkpoints are all invalid, or were written under another config (unless forced), is refused
+    before Ray starts: CheckpointError names each checkpoint and what is wrong with it."""
+    from fedray.checkpoint import CheckpointStore
+    from fedray.config import config_digest
+
+    store = CheckpointStore(cfg.checkpoint.uri or str(run_dir / "checkpoints"), cfg.checkpoint.keep)
+    # the run itself warns about each checkpoint it skips
+    store.load_latest(config_hash=None if force else config_digest(cfg), warn=lambda message: None)
+
+
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     """Continue a run from its newest valid checkpoint, under the config saved in its directory."""
     run_dir = Path(args.run_dir)
@@ -138,6 +149,8 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     if changed and not args.force:
         raise ConfigError(f"{saved}: the overrides change results ({', '.join(changed)}); "
                           "resume refused (pass --force to resume anyway)")
+    if cfg.job == "horizontal":
+        _check_checkpoints(cfg, run_dir, force=bool(changed))
     execute(cfg, run_dir, console, resume=True, force=bool(changed))
     return 0
 

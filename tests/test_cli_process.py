@@ -146,6 +146,28 @@ def test_resume_that_changes_results_is_refused_and_touches_nothing(fedray, tmp_
     assert_nothing_left(tmp_path, "run")
 
 
+def test_resume_with_every_checkpoint_corrupt_fails_before_ray_and_touches_nothing(fedray, tmp_path):
+    import pyarrow as pa
+
+    from fedray.checkpoint import CheckpointStore
+    from fedray.config import load_config, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(DEFAULT, [*SMALL, f"run_dir={run}"]), run)
+    store = CheckpointStore(str(run / "checkpoints"))
+    for round_ in (2, 4):
+        store.save(round_, {"metrics": pa.table({"round": [round_]})}, config_hash="h", rng_states={})
+    for manifest in (run / "checkpoints").glob("ckpt-*/manifest.json"):
+        manifest.write_text("{not json")
+    before = snapshot(run)
+    result = fedray("resume", str(run))
+    assert result.code == 2 and "no valid checkpoint" in result.error, result.error
+    assert "ckpt-00000002" in result.error and "ckpt-00000004" in result.error  # each one named
+    assert snapshot(run) == before
+    assert_nothing_left(tmp_path, "run")
+
+
 # ---------------------------------------------------------------------------- fedray submit
 
 
