@@ -57,10 +57,10 @@ def test_tiered_conf_and_three_tier_file_load(monkeypatch):
 # ---- a real multi-node cluster on this machine, one for these tests (they run after the shared-cluster ones) ---
 @dataclass
 class TierCluster:
-    """A `ray.cluster_utils.Cluster` whose head declares no CPUs, and the tier each worker node declares."""
+    """A `ray.cluster_utils.Cluster` whose head declares no CPUs, and the tiers each worker node declares."""
 
     cluster: object
-    node_tier: dict[str, str]
+    node_tiers: dict[str, set[str]]
 
     @property
     def address(self) -> str:
@@ -69,19 +69,19 @@ class TierCluster:
 
 @pytest.fixture(scope="module")
 def tier_cluster(_ray_session):
-    """Two `high` nodes, one `mid`, one `low` (2 CPUs each, one tier resource each) and a head with no CPUs."""
+    """Two `high` nodes and one declaring both `mid` and `low` (2 CPUs each), and a head with no CPUs and no tier."""
     import ray
     from ray.cluster_utils import Cluster
 
     ray.shutdown()  # one Ray cluster at a time: the shared one goes first
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
-        node_tier = {}
-        for tier in ("high", "high", "mid", "low"):
-            node = cluster.add_node(num_cpus=2, resources={tier_resource(tier): TIER_UNITS})
-            node_tier[node.node_id] = tier
+        node_tiers = {}
+        for tiers in (("high",), ("high",), ("mid", "low")):
+            node = cluster.add_node(num_cpus=2, resources={tier_resource(tier): TIER_UNITS for tier in tiers})
+            node_tiers[node.node_id] = set(tiers)
         cluster.wait_for_nodes()
-        yield TierCluster(cluster, node_tier)
+        yield TierCluster(cluster, node_tiers)
     finally:
         ray.shutdown()  # Cluster refuses to remove the node a connected driver uses
         cluster.shutdown()
@@ -95,7 +95,7 @@ def test_device_hosts_run_on_nodes_of_their_tier(tier_cluster, tmp_path, capsys)
     g = pq.read_table(run / "grouping.parquet").to_pylist()
     assert len(g) == 40 and len({r["host"] for r in g}) == 4  # 10 high, 10 mid, 20 low devices
     for row in g:
-        assert tier_cluster.node_tier.get(row["node"]) == row["tier"], row  # placed by its tier's resource
+        assert row["tier"] in tier_cluster.node_tiers.get(row["node"], ()), row  # placed by its tier's resource
     assert {r["tier"] for r in g} == {"high", "mid", "low"}
     # Grouping by reported gflops recovers the tiers.
     by_group = {}
@@ -133,15 +133,16 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
 
     address = tier_cluster.address
     hosts_per_node = {}
-    small = ("data.synthetic.n_users=20", "runtime.devices_per_actor=5")  # 10 high devices, 5 mid, 5 low
+    high_only = tmp_path / "high.yaml"  # placement is per tier: one tier shows it, without hosts of the others
+    high_only.write_text(yaml.safe_dump({"tiers": [_tier("high", 1.0, 200.0, 1.0)]}))
+    small = ("data.synthetic.n_users=20", "runtime.devices_per_actor=10", f"tiers_file={high_only}")  # 2 hosts
     for policy in ("spread", "pack"):
-        code, run = _run(tmp_path, f"runtime.address={address}", *small, f"runtime.placement={policy}",
-                         name=policy, shares=(0.5, 0.25, 0.25))
+        code, run = _run(tmp_path, f"runtime.address={address}", *small, f"runtime.placement={policy}", name=policy)
         assert code == 0, "".join(capsys.readouterr())
         g = pq.read_table(run / "grouping.parquet").to_pylist()
-        assert all(tier_cluster.node_tier.get(r["node"]) == r["tier"] for r in g)
+        assert all(r["tier"] in tier_cluster.node_tiers.get(r["node"], ()) for r in g)
         high = {(r["host"], r["node"]) for r in g if r["tier"] == "high"}
-        assert len({h for h, _ in high}) == 2  # 10 high devices, 5 per host
+        assert len(g) == 20 and len({h for h, _ in high}) == 2  # 20 high devices, 10 per host
         hosts_per_node[policy] = len({n for _, n in high})
     assert hosts_per_node == {"spread": 2, "pack": 1}
 
@@ -154,7 +155,7 @@ def test_placement_groups_spread_or_pack_a_tier_and_fail_fast_when_unreservable(
     try:
         t0 = time.monotonic()
         code, run = _run(tmp_path, f"runtime.address={address}", *small, "runtime.placement=spread",
-                         "runtime.placement_timeout_s=3", name="blocked", shares=(0.5, 0.25, 0.25))
+                         "runtime.placement_timeout_s=3", name="blocked")
         out = "".join(capsys.readouterr())
         assert code == 2 and time.monotonic() - t0 < 60, out
         assert "tier 'high'" in out and "runtime.placement" in out and "Traceback" not in out
@@ -177,57 +178,78 @@ def test_more_device_hosts_than_cpus_fails_fast(ray_local, tmp_path, capsys):
     assert "CPUs" in out and "runtime.devices_per_actor" in out and "Traceback" not in out
 
 
-@pytest.mark.ray
-@pytest.mark.parametrize("method", ["thresholds", "kmeans"])
-def test_groups_train_concurrently_with_models_sized_by_tier(ray_local, tmp_path, capsys, method):
-    code, run = _run(tmp_path, f"grouping.method={method}")
-    out = "".join(capsys.readouterr())
-    assert code == 0, out
+def _check_tier_groups(run: Path, log: str) -> None:
+    """Three groups, one per tier, each with its own model sized for the tier, its own clock, evaluated."""
+    from fedray.checkpoint import table_to_arrays
+
     g = pq.read_table(run / "grouping.parquet").to_pylist()
     assert {"device", "tier", "host", "node", "group", "gflops", "up_mbps"} <= set(g[0])
+    assert sorted({(r["group"], r["tier"]) for r in g}) == [(0, "high"), (1, "mid"), (2, "low")]
     m = pq.read_table(run / "metrics.parquet").to_pylist()
     assert sorted((r["round"], r["group"]) for r in m) == [(r, gid) for r in range(2) for gid in range(3)]
     assert all(r["participants"] == 4 for r in m)
     widths = json.loads((run / "models/groups.json").read_text())
     assert {gid: g["width"] for gid, g in widths.items()} == {"0": 1.0, "1": 0.5, "2": 0.25}
-    from fedray.checkpoint import table_to_arrays
-
     dims = {gid: table_to_arrays(pq.read_table(run / f"models/group-{gid}.parquet"))["item_emb"].shape[1] for gid in widths}
     assert dims == {"0": 16, "1": 8, "2": 4}  # the model sized for each tier
     # Each group keeps its own simulated clock: the phones' group is the slowest, the servers' the fastest.
     last = {r["group"]: r["sim_time_s"] for r in m if r["round"] == 1}
     assert 0 < last[0] < last[1] < last[2]
     assert all(r["hr10"] == r["hr10"] for r in m if r["round"] == 1)  # every group evaluated
-    assert "group 0: 10 devices" in out and "model width 0.25" in out
+    assert "group 0: 10 devices" in log and "model width 0.25" in log
 
 
 @pytest.mark.ray
-def test_small_groups_are_merged_and_the_log_says_so(ray_local, tmp_path, capsys):
+def test_groups_train_concurrently_with_models_sized_by_tier(ray_local, tmp_path, capsys):
+    code, run = _run(tmp_path)
+    out = "".join(capsys.readouterr())
+    assert code == 0, out
+    _check_tier_groups(run, out)
+
+
+# ---- the engine's grouping in process (what the Ray run above does with it, without the cluster) ------------
+def _run_in_process(tmp_path: Path, tiers: Path, *overrides: str) -> tuple[Path, str]:
+    """TINY with `tiers` through the round engine and its in-process fleet: the run directory and the log."""
+    from fedray.config import load_config, to_plain
+    from fedray.engine.engine import RoundEngine
+    from fedray.engine.fleet import InProcessFleet
+
+    run = tmp_path / "run"
+    cfg = to_plain(load_config(ROOT / "conf/tiered.yaml", ["data.path=null", f"tiers_file={tiers}", *TINY,
+                                                           f"run_dir={run}", *overrides]))
+    engine = RoundEngine(cfg, str(run), InProcessFleet)
+    engine.setup()
+    for _ in range(cfg["train"]["rounds"]):
+        engine.run_round()
+    engine.finish()
+    return run, "\n".join(engine.messages())
+
+
+def test_kmeans_finds_the_same_groups_and_sizes_their_models(tmp_path):
+    run, log = _run_in_process(tmp_path, three_tiers(tmp_path), "grouping.method=kmeans")
+    _check_tier_groups(run, log)
+
+
+def test_small_groups_are_merged_and_the_log_says_so(tmp_path):
     """A fourth tier of 2 very fast devices (below min_size 3) is merged into its nearest group."""
     tiers = tmp_path / "four.yaml"
     tiers.write_text(yaml.safe_dump({"tiers": [
         _tier("default", 0.05, 2000.0, 1.0), _tier("high", 0.2, 200.0, 1.0), _tier("mid", 0.25, 40.0, 0.5),
         _tier("low", 0.5, 5.0, 0.25)]}))
-    run = tmp_path / "run"
-    code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null", *TINY, f"tiers_file={tiers}",
-                 "grouping.thresholds=[20.0,100.0,1000.0]", "train.rounds=1", "train.eval_every=1", f"run_dir={run}"])
-    out = "".join(capsys.readouterr())
-    assert code == 0, out
-    assert "had fewer than 3 devices: merged into group 1" in out
+    run, log = _run_in_process(tmp_path, tiers, "grouping.thresholds=[20.0,100.0,1000.0]", "train.rounds=1",
+                               "train.eval_every=1")
+    assert "had fewer than 3 devices: merged into group 1" in log
     g = pq.read_table(run / "grouping.parquet").to_pylist()
     fast = [r for r in g if r["tier"] == "default"]
     assert len(fast) == 2 and {r["group"] for r in fast} == {0}  # joined the high tier's group, now group 0
     assert sorted({r["group"] for r in g}) == [0, 1, 2]
 
 
-@pytest.mark.ray
-def test_share_across_averages_the_overlap_and_moves_groups_in_lockstep(ray_local, tmp_path):
-    code, run = _run(tmp_path, "grouping.share_across=true")
-    assert code == 0
-    emb = {gid: pq.read_table(run / f"models/group-{gid}.parquet") for gid in range(3)}
+def test_share_across_averages_the_overlap_and_moves_groups_in_lockstep(tmp_path):
     from fedray.checkpoint import table_to_arrays
 
-    arrays = {gid: table_to_arrays(t) for gid, t in emb.items()}
+    run, _ = _run_in_process(tmp_path, three_tiers(tmp_path), "grouping.share_across=true")
+    arrays = {gid: table_to_arrays(pq.read_table(run / f"models/group-{gid}.parquet")) for gid in range(3)}
     low = arrays[2]["item_emb"]
     assert low.shape[1] == 4
     for gid in (0, 1):
