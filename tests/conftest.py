@@ -18,15 +18,33 @@ def movielens_dir() -> Path:
     return path
 
 
+# The keys of the S3 server tests/test_checkpoint_s3.py starts on loopback (moto accepts any; these are no secret).
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fedray-test", "AWS_SECRET_ACCESS_KEY": "fedray-test-secret",
+                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
 def start_local_ray():
-    """The embedded Ray the tests share, declaring the tier resources they use."""
+    """The embedded Ray the tests share, declaring the tier resources they use. Its nodes hold the test bucket's
+    keys in their environment, as a real cluster's nodes hold their own, so that a job's actors reach the bucket;
+    this process's environment is left as it was."""
+    import os
+
     import ray
 
     from fedray.runtime import TIER_UNITS, tier_resource
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, resources={tier_resource(t): TIER_UNITS for t in TEST_TIERS},
-                 include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
+        os.environ.update(S3_CREDENTIALS)  # inherited by the raylet, and so by every worker it starts
+        try:
+            ray.init(num_cpus=2, resources={tier_resource(t): TIER_UNITS for t in TEST_TIERS},
+                     include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     return ray
 
 
@@ -53,7 +71,7 @@ def ray_local(_ray_session):
 
 # Fixtures that take this process off the shared local Ray: their tests run after the others, in this order,
 # so the shared cluster starts once and the two-node cluster (started once) lives only at the end.
-OWN_RAY_RANK = {"own_cluster": 1, "tier_cluster": 1, "two_nodes": 2}
+OWN_RAY_RANK = {"own_cluster": 1, "tier_cluster": 1, "two_nodes": 2, "two_nodes_to_break": 3}
 # Fixtures that start or use a Ray cluster: a test with any of them is a `ray` test.
 RAY_FIXTURES = {"_ray_session", "ray_local", "ray_module", "resume_reference", *OWN_RAY_RANK}
 # `make test` runs two pytest-xdist workers: every `ray` and `cluster` test goes to one of them, in this file's
@@ -144,11 +162,19 @@ def two_nodes(_two_node_session):
     ray.shutdown()
 
 
+@pytest.fixture
+def two_nodes_to_break(two_nodes):
+    """The two-node cluster for tests that stop its nodes: they run after every other test, so none has to wait
+    for a stopped node to come back."""
+    return two_nodes
+
+
 # The uninterrupted horizontal run that kill-and-resume tests compare with (tests/horizontal/test_resume.py,
-# tests/test_checkpoint_s3.py): small, 9 rounds, a checkpoint every 2.
+# tests/test_checkpoint_s3.py): small, 9 rounds, a checkpoint every 2, one device host (a host more costs a process
+# importing torch in every run of it; multi-host restore is checked by the secure and node-fault runs).
 RESUME_JOB = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=60", "data.synthetic.n_items=200",
               "train.participants=12", "train.over_select=1.5", "train.eval_every=3", "train.rounds=9",
-              "runtime.devices_per_actor=30", "checkpoint.every=2", "checkpoint.keep=3"]
+              "runtime.devices_per_actor=60", "checkpoint.every=2", "checkpoint.keep=3"]
 
 
 @pytest.fixture(scope="session")

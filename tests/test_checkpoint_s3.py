@@ -6,8 +6,8 @@ that ``pyarrow.fs.FileSystem.from_uri`` understands) with credentials from the s
 No fedray code knows about the endpoint. Every test checks what landed in the bucket with boto3, an
 independent S3 client, so a URI that silently resolved to the local disk would fail.
 
-The last test (marked ray) runs `fedray run` and `fedray resume` as processes with `checkpoint.uri` on the
-bucket, each with its own embedded Ray in a private temp dir, kills the first run after a checkpoint, and
+The last test (marked ray) runs `fedray run` and `fedray resume` as processes on the shared Ray cluster (whose
+nodes hold the bucket's keys) with `checkpoint.uri` on the bucket, kills the first run after a checkpoint, and
 compares the resumed run with the session's uninterrupted run of the same job on local disk.
 """
 from __future__ import annotations
@@ -15,12 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -33,13 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import RESUME_JOB
+from tests.conftest import RESUME_JOB, S3_CREDENTIALS
 from fedray.checkpoint import CheckpointError, CheckpointStore, arrays_to_table, config_hash, table_to_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 H = config_hash({"seed": 1, "model": {"dim": 8}})
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fedray-test", "AWS_SECRET_ACCESS_KEY": "fedray-test-secret",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+CREDENTIALS = S3_CREDENTIALS  # the shared Ray cluster's nodes hold them too (tests/conftest.py)
 
 
 @dataclass
@@ -318,47 +315,48 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: "nan" if v != v else v for k, v in row.items() if k != "wall_s"} for row in rows]
 
 
-def _kill_everything_under(ray_tmp: Path) -> None:
-    """SIGKILL what is left of a killed run's own Ray: every process whose command line names its temp dir."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(ray_tmp) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
+def _wait_until_gone(name: str, timeout_s: float = 60) -> None:
+    """Block until no live actor holds that name (a dead actor's name is released): a killed job's actors die
+    after it, and a resume must not start while the old driver could still write a checkpoint."""
+    import ray
+
+    deadline = time.time() + timeout_s
+    while name in {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}:
+        assert time.time() < deadline, f"actor {name} still alive {timeout_s} s after its job was killed"
+        time.sleep(0.2)
 
 
 @pytest.mark.ray
-def test_horizontal_run_killed_and_resumed_on_s3_is_bit_exact(resume_reference, own_cluster, s3, tmp_path):
-    """`fedray run checkpoint.uri=s3://...` SIGKILLed after a checkpoint, then `fedray resume`: same as never killed."""
+def test_horizontal_run_killed_and_resumed_on_s3_is_bit_exact(resume_reference, ray_local, s3, tmp_path):
+    """`fedray run checkpoint.uri=s3://...` SIGKILLed after a checkpoint, then `fedray resume`: same as never killed.
+    Both are processes on the shared cluster, whose nodes hold the bucket's keys; the run writes nothing locally."""
+    from fedray.horizontal.driver import driver_name
+
     fedray = [str(Path(sys.executable).parent / "fedray")]
-    ray_tmp = Path(tempfile.mkdtemp(prefix="frs3-", dir="/tmp"))  # Ray's socket paths must stay short
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_TMPDIR": str(ray_tmp)}
+    address = f"runtime.address={ray_local.get_runtime_context().gcs_address}"
+    reference = resume_reference  # the same JOB on local disk
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*fedray, "run", *JOB, f"run_dir={run}", f"checkpoint.uri={s3.uri}", address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        reference = resume_reference  # the same JOB on local disk, in the shared cluster's process
-        run = tmp_path / "run"
-        proc = subprocess.Popen([*fedray, "run", *JOB, f"run_dir={run}", f"checkpoint.uri={s3.uri}"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 300
         while time.time() < deadline and f"{s3.prefix}/ckpt-00000004/manifest.json" not in s3.keys():
             assert proc.poll() is None, "the run ended before its checkpoint of round 4 reached the bucket"
             time.sleep(0.1)
         time.sleep(0.3)  # somewhere inside a later round
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        _kill_everything_under(ray_tmp)
-        assert not (run / "models").exists(), "the run finished before it was killed"
-        assert not (run / "checkpoints").exists(), "checkpoints went to the local disk, not to the bucket"
-        newest = CheckpointStore(s3.uri).load_latest().round
-        assert newest >= 4
-        resumed = subprocess.run([*fedray, "resume", str(run)], env=env, capture_output=True, text=True, timeout=600)
-        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert f"resumed from the checkpoint of round {newest}" in resumed.stdout, resumed.stdout
-        assert _final_state(run) == _final_state(reference)
-        assert _metrics(run) == _metrics(reference)
-        assert [row["round"] for row in _metrics(run)] == list(range(9))
-        assert CheckpointStore(s3.uri).list() == [6, 8, 9]  # every 2 rounds and the last, keep=3
+        assert driver_name(run) in {a["name"] for a in ray_local.util.list_named_actors(all_namespaces=True)}
     finally:
-        _kill_everything_under(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        proc.kill()
+        proc.wait()
+    _wait_until_gone(driver_name(run))
+    assert not (run / "models").exists(), "the run finished before it was killed"
+    assert not (run / "checkpoints").exists(), "checkpoints went to the local disk, not to the bucket"
+    newest = CheckpointStore(s3.uri).load_latest().round
+    assert newest >= 4
+    resumed = subprocess.run([*fedray, "resume", str(run), address], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from the checkpoint of round {newest}" in resumed.stdout, resumed.stdout
+    assert _final_state(run) == _final_state(reference)
+    assert _metrics(run) == _metrics(reference)
+    assert [row["round"] for row in _metrics(run)] == list(range(9))
+    assert CheckpointStore(s3.uri).list() == [6, 8, 9]  # every 2 rounds and the last, keep=3
