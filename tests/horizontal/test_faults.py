@@ -14,7 +14,8 @@ from fedray.tasks import build_task, check_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = [str(ROOT / "conf/default.yaml"), "data.synthetic.n_users=40", "data.synthetic.n_items=300",
-         "train.participants=12", "train.eval_every=3", "checkpoint.every=2", "model.dim=8"]
+         "train.participants=12", "train.eval_every=3", "checkpoint.every=2", "model.dim=8",
+         "runtime.devices_per_actor=40"]  # one device host: what these runs check happens on the driver
 
 
 def metrics(run: Path) -> list[dict]:

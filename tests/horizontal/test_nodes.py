@@ -1,5 +1,6 @@
-"""Node faults on a real two-node `ray start` cluster (tests/clusters.py): a worker node that leaves mid-run, and
-a head stopped and restarted between a run and its resume.
+"""Node faults on a real two-node `ray start` cluster (tests/clusters.py): a head stopped and restarted between a
+run and its resume, and a worker node that leaves mid-run (in this order: the head's restart brings both nodes
+back, so the worker test needs no restart of its own).
 
 The head declares tier `default`, the worker tier `edge`, and each tier's device host runs on its tier's node.
 The node-leaving job is submitted through the job server, so its entrypoint and driver actor run on the head
@@ -32,9 +33,10 @@ JOB = ["data.synthetic.n_users=60", "data.synthetic.n_items=200", "train.partici
 
 
 @pytest.fixture
-def cluster(two_nodes):
-    """The session's two-node cluster (tests/conftest.py), both nodes up: shared with test_jobs.py."""
-    return two_nodes
+def cluster(two_nodes_to_break):
+    """The session's two-node cluster (tests/conftest.py), both nodes up: shared with test_jobs.py, whose tests run
+    first."""
+    return two_nodes_to_break
 
 
 def launch(cluster: TwoNodeCluster, run: Path, *overrides: str) -> subprocess.Popen:
@@ -55,6 +57,35 @@ def comparable(run: Path) -> dict[str, bytes | list]:
     arrays.update({f"metrics/{c}": metrics.column(c).to_numpy(zero_copy_only=False)
                    for c in metrics.column_names if c != "wall_s"})
     return {k: (str(v.dtype), v.tobytes()) if v.dtype.kind in "biuf" else v.tolist() for k, v in arrays.items()}
+
+
+def test_restarting_the_head_then_resuming_from_shared_storage_is_bit_exact(cluster, tmp_path):
+    reference = tmp_path / "reference"  # uninterrupted, in-process: the fleets agree bit for bit (test_fleet.py)
+    cfg = to_plain(load_config(DEFAULT, [TWO_TIERS, *JOB, "train.rounds=6"]))
+    engine = RoundEngine(cfg, str(reference), InProcessFleet)
+    engine.setup()
+    for _ in range(6):
+        engine.run_round()
+    engine.finish()
+
+    run = tmp_path / "run"
+    proc = launch(cluster, run, "train.rounds=6")
+    wait_for_checkpoint(run, 3, proc)
+    cluster.stop("head", kill=True)  # the head crashes: the job loses its cluster mid-run
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not (run / "models").exists()
+    cluster.stop("worker", kill=True)  # without the head's GCS the worker cannot rejoin a new one: both come back
+    cluster.start()
+
+    resumed = subprocess.run([sys.executable, "-m", "fedray.cli", "resume", str(run),
+                              f"runtime.address=127.0.0.1:{cluster.base}"], cwd=ROOT, env=cluster.env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
+    start = int(" ".join(resumed.stdout.split()).split("resumed from the checkpoint of round ")[1].split()[0])
+    assert start >= 3
+    a, b = comparable(run), comparable(reference)
+    assert a.keys() == b.keys()
+    assert [key for key in a if a[key] != b[key]] == []
 
 
 def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path):
@@ -88,32 +119,3 @@ def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path)
                           "--filter", f"name={driver_name(run)}"])
     assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
     assert [a["node_id"] for a in json.loads(listed.stdout)] == [d["node"] for d in grouping if d["tier"] == "default"][:1]
-
-
-def test_restarting_the_head_then_resuming_from_shared_storage_is_bit_exact(cluster, tmp_path):
-    reference = tmp_path / "reference"  # uninterrupted, in-process: the fleets agree bit for bit (test_fleet.py)
-    cfg = to_plain(load_config(DEFAULT, [TWO_TIERS, *JOB, "train.rounds=6"]))
-    engine = RoundEngine(cfg, str(reference), InProcessFleet)
-    engine.setup()
-    for _ in range(6):
-        engine.run_round()
-    engine.finish()
-
-    run = tmp_path / "run"
-    proc = launch(cluster, run, "train.rounds=6")
-    wait_for_checkpoint(run, 3, proc)
-    cluster.stop("head", kill=True)  # the head crashes: the job loses its cluster mid-run
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0 and not (run / "models").exists()
-    cluster.stop("worker")  # without the head's GCS the worker cannot rejoin a new one: both come back
-    cluster.start()
-
-    resumed = subprocess.run([sys.executable, "-m", "fedray.cli", "resume", str(run),
-                              f"runtime.address=127.0.0.1:{cluster.base}"], cwd=ROOT, env=cluster.env,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
-    start = int(" ".join(resumed.stdout.split()).split("resumed from the checkpoint of round ")[1].split()[0])
-    assert start >= 3
-    a, b = comparable(run), comparable(reference)
-    assert a.keys() == b.keys()
-    assert [key for key in a if a[key] != b[key]] == []

@@ -10,7 +10,7 @@ from fedray.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["data.synthetic.n_users=60", "data.synthetic.n_items=200", "train.participants=16", "train.eval_every=2",
-         "runtime.devices_per_actor=30", "checkpoint.every=0", "privacy.dp=central", "privacy.clip=1.0"]
+         "runtime.devices_per_actor=60", "checkpoint.every=0", "privacy.dp=central", "privacy.clip=1.0"]
 
 
 @pytest.mark.ray
