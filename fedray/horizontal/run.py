@@ -80,7 +80,7 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
             if isinstance(e.cause, ClusterError):  # the fleet's capacity check: surface its message, not a traceback
                 raise e.cause from None
             raise
-        console.print(f"[bold]{info.devices} devices[/] on {info.hosts} device hosts")
+        console.print(f"[bold]{info.devices} devices[/] on {info.hosts} device host{'' if info.hosts == 1 else 's'}")
         for line in info.log:
             console.print(f"  {line}")
         start = ray.get(driver.restore.remote(force)) if resume else None

@@ -10,7 +10,7 @@ from fedray.config import load_config, to_plain
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["data.synthetic.n_users=20", "data.synthetic.n_items=60", "data.eval_negatives=9", "model.dim=8",
-        "train.participants=6", "train.eval_every=2", "runtime.devices_per_actor=7", "checkpoint.every=0"]
+        "train.participants=6", "train.eval_every=2", "runtime.devices_per_actor=20", "checkpoint.every=0"]  # 1 host
 
 
 def test_the_driver_and_its_fleet_import_no_torch():
@@ -62,7 +62,7 @@ def test_a_task_with_server_side_evaluation_is_fetched_by_the_driver_when_it_sco
     import ray
 
     cfg = load_config(ROOT / "conf/digits_cnn.yaml", ["task.devices=6", "train.participants=3", "train.eval_every=1",
-                                                      "runtime.devices_per_actor=3", "checkpoint.every=0"])
+                                                      "runtime.devices_per_actor=6", "checkpoint.every=0"])
     driver, hosts = driver_as_fedray_run_starts_it(cfg, tmp_path / "run")
     ray.get(driver.setup.remote())
     assert ray.get(driver.__ray_call__.remote(lambda self: self._loaded)) is None

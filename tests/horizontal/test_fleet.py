@@ -71,7 +71,7 @@ def test_the_ray_fleet_and_the_in_process_fleet_give_bit_identical_weights(ray_l
     from fedray.horizontal.driver import start_driver
 
     cfg = load_config(None, [*BASE, "train.participants=6", "train.over_select=1.5", "train.eval_every=2",
-                             "runtime.devices_per_actor=7", "compression.error_feedback=true"])
+                             "runtime.devices_per_actor=10", "compression.error_feedback=true"])  # 2 hosts
     plain = to_plain(cfg)
     local = RoundEngine(plain, str(tmp_path / "local"), InProcessFleet)
     local.setup()
