@@ -82,11 +82,16 @@ class TwoNodeCluster:
         self._wait_nodes(2)
 
     def restore(self) -> None:
-        """Start whichever node is down (the worker needs the head, so a missing head means both again)."""
+        """Start whichever node is down (the worker needs the head, so a missing head means both again). The tests
+        that stop nodes run last, so a node found down here died on its own: say so in the warnings summary."""
+        import warnings
+
         if not self.processes("head"):
+            warnings.warn("the two-node test cluster's head was down: both nodes started again", stacklevel=2)
             self.stop("worker", kill=True)
             self.start()
         elif not self.processes("worker"):
+            warnings.warn("the two-node test cluster's worker was down: started again", stacklevel=2)
             self.start_worker()
 
     def _ray(self, cmd: list[str]) -> None:
