@@ -115,10 +115,15 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
-def _no_ray_outside_the_ray_group(request, monkeypatch):
-    """A test not marked `ray` may run beside the Ray tests (pytest-xdist): starting Ray there would put two
-    clusters on the machine at once, so `ray.init` fails it at once, naming the mark it lacks."""
+def _one_ray_cluster_at_a_time(request, monkeypatch):
+    """Under pytest-xdist, a Ray test must be in the Ray group (xdist marks its node id with the group; with a pytest
+    it cannot group under, pytest-dev/pytest-xdist#1386, it silently would not), and a test not marked `ray` may run
+    beside the Ray tests, so starting Ray there fails at `ray.init`, naming the mark it lacks."""
     if uses_ray(request.node):
+        if getattr(request.config.option, "loadgroup", False) and not request.node.nodeid.endswith(f"@{RAY_GROUP}"):
+            pytest.fail(f"pytest-xdist did not put this Ray test in the '{RAY_GROUP}' group, so it could run beside "
+                        "another Ray cluster: this pytest and pytest-xdist do not group (see the pin in "
+                        "pyproject.toml), or run without -n", pytrace=False)
         return
     import ray
 
