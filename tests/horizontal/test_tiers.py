@@ -27,19 +27,18 @@ def _tier(name: str, share: float, gflops: float, width: float) -> dict:
             "down_mbps": gflops, "latency_ms": 4000.0 / gflops}
 
 
-def three_tiers(tmp_path: Path, low: str = "low", shares: tuple[float, float, float] = (0.25, 0.25, 0.5)) -> Path:
+def three_tiers(tmp_path: Path, low: str = "low") -> Path:
     """high / mid / `low`, far enough apart that thresholds 20 and 100 GFLOP/s separate them."""
-    path = tmp_path / f"tiers-{low}-{'-'.join(map(str, shares))}.yaml"
-    path.write_text(yaml.safe_dump({"tiers": [_tier("high", shares[0], 200.0, 1.0), _tier("mid", shares[1], 40.0, 0.5),
-                                              _tier(low, shares[2], 5.0, 0.25)]}))
+    path = tmp_path / f"tiers-{low}.yaml"
+    path.write_text(yaml.safe_dump({"tiers": [_tier("high", 0.25, 200.0, 1.0), _tier("mid", 0.25, 40.0, 0.5),
+                                              _tier(low, 0.5, 5.0, 0.25)]}))
     return path
 
 
-def _run(tmp_path: Path, *overrides: str, name: str = "run", low: str = "low",
-         shares: tuple[float, float, float] = (0.25, 0.25, 0.5)) -> tuple[int, Path]:
+def _run(tmp_path: Path, *overrides: str, name: str = "run", low: str = "low") -> tuple[int, Path]:
     run = tmp_path / name
     code = main(["run", str(ROOT / "conf/tiered.yaml"), "data.path=null",
-                 f"tiers_file={three_tiers(tmp_path, low, shares)}", *TINY, f"run_dir={run}", *overrides])
+                 f"tiers_file={three_tiers(tmp_path, low)}", *TINY, f"run_dir={run}", *overrides])
     return code, run
 
 
