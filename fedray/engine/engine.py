@@ -679,9 +679,11 @@ class RoundEngine:
         """Release the fleet."""
         self.fleet.close()
 
-    def checkpoint(self) -> str:
+    def checkpoint(self) -> str | None:
         """Atomically write every group's model and strategy state, RNG state and metrics; each host writes its
-        devices' state itself, so private parameters never reach the driver."""
+        devices' state itself, so private parameters never reach the driver. A host that dies while writing
+        restarts (or leaves) as after a crash in training, and the live hosts write again; if one dies again the
+        round gets no checkpoint (None), the previous one stands."""
         files = {}
         for g in self.groups:
             files[f"group-{g.gid}"] = arrays_to_table(g.params)
@@ -689,7 +691,17 @@ class RoundEngine:
             if g.replica is not None:
                 files[f"replica-{g.gid}"] = arrays_to_table(g.replica)
         digest = config_digest(self.cfg)
-        self.fleet.checkpoint(self.round, digest)  # the hosts first: the driver's manifest then vouches for a round they hold
+        crashed = self.fleet.checkpoint(self.round, digest)  # the hosts first: the manifest vouches for a round they hold
+        if crashed:
+            restarted = self._recover(crashed)
+            for rec in self.records:
+                if rec.round == self.round - 1:  # the round just run: its record counts these restarts too
+                    rec.restarts += restarted
+            failed = self.fleet.checkpoint(self.round, digest)
+            if failed:
+                self.log.append(f"round {self.round}: no checkpoint of this round: device hosts "
+                                f"{sorted(failed)} died while writing it again; an earlier checkpoint stands")
+                return None
         files["metrics"] = self.metrics_table()
         rng_states = {"select": self.rng.bit_generator.state,
                       "clocks": {str(g.gid): g.clock.state() for g in self.groups}}

@@ -109,8 +109,9 @@ class Fleet:
         """Metrics of the listed devices ((devices, groups) per host) under their groups' models."""
         raise NotImplementedError
 
-    def checkpoint(self, round_: int, config_hash: str) -> None:
-        """Every host writes its own devices' state for a round (it never passes through the driver)."""
+    def checkpoint(self, round_: int, config_hash: str) -> set[int]:
+        """Every live host writes its own devices' state for a round (it never passes through the driver); returns
+        the hosts that died meanwhile, whose state of that round is missing."""
         raise NotImplementedError
 
     def checkpoint_problem(self, round_: int) -> str | None:
@@ -191,9 +192,10 @@ class InProcessFleet(Fleet):
             out += self.hosts[host].evaluate(devices, groups, params, widths, round_)
         return out
 
-    def checkpoint(self, round_: int, config_hash: str) -> None:
+    def checkpoint(self, round_: int, config_hash: str) -> set[int]:
         for _, store, h in self._live():
             save_device_checkpoint(store, h, round_, config_hash)
+        return set()
 
     def checkpoint_problem(self, round_: int) -> str | None:
         return next((why for why in (device_checkpoint_problem(s, round_) for _, s, _ in self._live()) if why), None)

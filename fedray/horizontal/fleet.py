@@ -187,8 +187,15 @@ class RayFleet(Fleet):
                 pass
         return out
 
-    def checkpoint(self, round_: int, config_hash: str) -> None:
-        ray.get([h.checkpoint.remote(round_, config_hash) for h in self._live()])
+    def checkpoint(self, round_: int, config_hash: str) -> set[int]:
+        calls = {i: h.checkpoint.remote(round_, config_hash) for i, h in enumerate(self.hosts) if i not in self.departed}
+        crashed = set()
+        for host, call in calls.items():  # a host whose node leaves after its last round's answer dies here
+            try:
+                ray.get(call)
+            except ray.exceptions.RayActorError:
+                crashed.add(host)
+        return crashed
 
     def checkpoint_problem(self, round_: int) -> str | None:
         return next((why for why in ray.get([h.checkpoint_problem.remote(round_) for h in self._live()]) if why), None)

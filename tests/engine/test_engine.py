@@ -7,6 +7,7 @@ import pytest
 
 from fedray.config import load_config, to_plain
 from fedray.engine.engine import RoundEngine, check_nesting, weighted_metrics
+from fedray.engine.device_files import save_device_checkpoint
 from fedray.engine.fleet import InProcessFleet
 from fedray.tasks import Evaluation
 
@@ -80,6 +81,55 @@ def test_a_host_gone_for_good_is_retired_and_the_run_goes_on_without_its_devices
     assert all(r.applied for r in records) and records[-1].participants == 8
     assert e.finish() == 5
     assert sorted(p.name for p in (tmp_path / "run" / "devices").iterdir()) == ["host-0000.parquet", "host-0002.parquet"]
+
+
+class DiesWhileWriting(InProcessFleet):
+    """Host 1 answers its round, then dies while writing its state of round 3 (`times` times in a row): its node
+    left (it never recovers) or Ray restarts it (`comes_back`)."""
+
+    times, comes_back = 1, False
+
+    def checkpoint(self, round_, config_hash):
+        if round_ != 3 or not self.times:
+            return super().checkpoint(round_, config_hash)
+        self.times -= 1
+        for i, store, h in self._live():
+            if i != 1:
+                save_device_checkpoint(store, h, round_, config_hash)
+        return {1}
+
+    def recover(self, host, timeout_s):
+        return self.comes_back
+
+
+def writing_dies(tmp_path, times, comes_back):
+    cfg = load_config(None, [*SMALL, "train.rounds=5", "checkpoint.every=1", "checkpoint.keep=10", "train.participants=8"])
+    fleet = type("Fleet", (DiesWhileWriting,), {"times": times, "comes_back": comes_back})
+    e = RoundEngine(to_plain(cfg), str(tmp_path / "run"), fleet)
+    e.setup()
+    return e, [e.run_round()[0] for _ in range(5)]
+
+
+def test_a_host_that_dies_while_writing_a_checkpoint_leaves_and_the_others_checkpoint_without_it(tmp_path):
+    from fedray.checkpoint import CheckpointStore
+
+    e, records = writing_dies(tmp_path, times=1, comes_back=False)
+    gone = int((e.host_of == 1).sum())
+    assert f"round 3: device host 1 is gone for good; its {gone} devices leave" in e.messages()
+    assert e.fleet.departed == {1} and all(r.applied for r in records) and records[-1].participants == 8
+    assert CheckpointStore(str(tmp_path / "run" / "checkpoints")).list() == [1, 2, 3, 4, 5]
+    assert CheckpointStore(str(tmp_path / "run" / "checkpoints" / "devices" / "host-0001")).list() == [1, 2]
+
+
+def test_a_round_whose_hosts_keep_dying_while_writing_gets_no_checkpoint_and_the_earlier_one_stands(tmp_path):
+    from fedray.checkpoint import CheckpointStore
+
+    e, records = writing_dies(tmp_path, times=2, comes_back=True)
+    assert "round 3: no checkpoint of this round: device hosts [1] died while writing it again; an earlier " \
+           "checkpoint stands" in e.messages()
+    assert [r.restarts for r in records] == [0, 0, 1, 0, 0]  # counted on the round whose checkpoint it hit
+    assert CheckpointStore(str(tmp_path / "run" / "checkpoints")).list() == [1, 2, 4, 5]
+    assert e.fleet.departed == set() and records[-1].participants == 8
 
 
 def test_weighted_metrics_skip_nan_and_weigh_by_samples():
