@@ -104,7 +104,9 @@ def run_horizontal(cfg: DictConfig, run_dir: Path, console: Console | None = Non
             for round_ in range(start, cfg.train.rounds):
                 try:
                     recs = ray.get(driver.run_round.remote())
-                except ray.exceptions.RayActorError:
+                except ray.exceptions.RayActorError as e:
+                    if isinstance(e, ray.exceptions.RayTaskError):  # the round raised one (shown as is): no death
+                        raise
                     raise DriverLost(f"the driver actor {driver_name(run_dir)} died during round {round_}; the run "
                                      f"stopped. Continue it from its newest checkpoint: fedray resume {run_dir}") from None
                 if not recs:  # the privacy budget stops the run before this round
