@@ -4,8 +4,9 @@ back, so the worker test needs no restart of its own).
 
 The head declares tier `default`, the worker tier `edge`, and each tier's device host runs on its tier's node.
 The node-leaving job is submitted through the job server, so its entrypoint and driver actor run on the head
-as on a real cluster (a process on this machine connecting with `runtime.address` may attach to either
-raylet, both being on 127.0.0.1).
+as on a real cluster. The driver goes to the head from a process on a device node too: a process attached to
+the worker's raylet checks that (Ray attaches a process on this machine to the head's raylet unless it names
+another node's temp dir).
 """
 from __future__ import annotations
 
@@ -57,6 +58,31 @@ def comparable(run: Path) -> dict[str, bytes | list]:
     arrays.update({f"metrics/{c}": metrics.column(c).to_numpy(zero_copy_only=False)
                    for c in metrics.column_names if c != "wall_s"})
     return {k: (str(v.dtype), v.tobytes()) if v.dtype.kind in "biuf" else v.tolist() for k, v in arrays.items()}
+
+
+ON_A_DEVICE_NODE = """
+import json, sys
+import ray
+from fedray.config import load_config, to_plain
+from fedray.horizontal.driver import start_driver
+ray.init(address=sys.argv[1], _temp_dir=sys.argv[2], logging_level="ERROR")
+driver = start_driver(to_plain(load_config(None, [])), sys.argv[3], 0.1)
+ran_on = ray.get(driver.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+tiers = {n["NodeID"]: [r for r in n["Resources"] if r.startswith("fedray_tier_")] for n in ray.nodes() if n["Alive"]}
+print(json.dumps({"process": ray.get_runtime_context().get_node_id(), "driver": ran_on, "tiers": tiers}))
+"""
+
+
+@pytest.mark.ray
+def test_the_driver_actor_goes_to_the_head_even_from_a_process_on_a_device_node(two_nodes, tmp_path):
+    """As a job's entrypoint placed on a device node would start it. (On one machine Ray attaches every process to
+    the head's raylet unless given a node's temp dir: hence `_temp_dir`, which puts this one on the worker.)"""
+    r = subprocess.run([sys.executable, "-c", ON_A_DEVICE_NODE, f"127.0.0.1:{two_nodes.base}", str(two_nodes.dir / "w"),
+                        str(tmp_path / "run")], cwd=ROOT, env=two_nodes.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    seen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert seen["tiers"][seen["process"]] == ["fedray_tier_edge"]  # the process really is on the worker node
+    assert seen["tiers"][seen["driver"]] == ["fedray_tier_default"]  # its driver actor is on the head
 
 
 def test_restarting_the_head_then_resuming_from_shared_storage_is_bit_exact(cluster, tmp_path):
@@ -114,7 +140,7 @@ def test_a_worker_node_leaving_mid_run_costs_only_its_devices(cluster, tmp_path)
     assert metrics[-1]["failures"] == 0 and metrics[-1]["participants"] == 8
     assert not (run / "devices" / f"host-{host:04d}.parquet").exists()  # the departed host wrote nothing at the end
     assert (run / "devices" / f"host-{1 - host:04d}.parquet").is_file()
-    # The driver actor ran on the head, whichever node's raylet the job's own process attached to.
+    # The driver actor ran on the head, which is why the run outlived the worker node.
     listed = cluster.run([str(BIN / "ray"), "list", "actors", "--address", cluster.address, "--format", "json",
                           "--filter", f"name={driver_name(run)}"])
     assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
